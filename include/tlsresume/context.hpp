@@ -1,0 +1,400 @@
+#pragma once
+// `Context<Tag>`: a client `SSL_CTX` set up for session resumption.
+//
+// A `Context` is a reference-counted handle: copies share one `SSL_CTX` and one state (its
+// `ContextId`, its recent sessions). The state lives in the `SSL_CTX`'s ex_data under an index of
+// our own and is freed with the `SSL_CTX`, so OpenSSL's callbacks always find it, even after
+// every `Context` handle is gone while a connection still runs. `Tag` is any type the caller
+// names the configuration with; sessions bound to a `Context<A>` cannot be given to a
+// `Client<Context<B>>` (compile time), nor to a client of another `Context<A>` instance (run time).
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <deque>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tlsresume/error.hpp"
+#include "tlsresume/handle.hpp"
+#include "tlsresume/session.hpp"
+
+namespace tlsresume {
+
+template <class Ctx> class Client;
+
+namespace detail {
+
+/// One address per tag type: identifies which `Context<Tag>` type an `SSL_CTX` is attached to.
+template <class Tag> inline constexpr char tag_marker = 0;
+
+inline ContextId next_context_id() noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  return ContextId{counter.fetch_add(1, std::memory_order_relaxed) + 1};
+}
+
+/// Counters a context keeps; read with `Context::stats()`.
+struct ContextCounters {
+  std::atomic<std::uint64_t> sessions_received{0};  ///< new-session callbacks
+  std::atomic<std::uint64_t> sessions_removed{0};   ///< remove-session callbacks
+};
+
+/// The state behind every copy of one `Context`, owned by the `SSL_CTX`'s ex_data.
+struct ContextState {
+  ContextState(ContextId i, const void* marker) : id(i), tag(marker) {}
+  const ContextId id;
+  const void* const tag;
+  ContextCounters counters;
+  std::mutex mutex;                               // guards `recent` and `max_recent` only
+  std::deque<Handle<SSL_SESSION>> recent;         // newest first; one reference each
+  std::size_t max_recent = 8;
+};
+
+/// Per-connection state, owned by the `SSL`'s ex_data.
+struct ClientState {
+  std::string requested_server_name;
+  std::atomic<std::size_t> sessions_received{0};
+};
+
+inline int context_state_index() {
+  static const int index = [] {
+    CRYPTO_EX_free* free = [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+      delete static_cast<ContextState*>(ptr);
+    };
+    return SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free);
+  }();
+  if (index < 0) {
+    throw_openssl_error("SSL_CTX_get_ex_new_index");
+  }
+  return index;
+}
+
+inline int client_state_index() {
+  static const int index = [] {
+    CRYPTO_EX_dup* dup = [](CRYPTO_EX_DATA*, const CRYPTO_EX_DATA*, void** from_d, int, long, void*) -> int {
+      if (*from_d == nullptr) {
+        return 1;
+      }
+      try {
+        const auto* from = static_cast<const ClientState*>(*from_d);
+        auto* copy = new ClientState;
+        copy->requested_server_name = from->requested_server_name;
+        *from_d = copy;
+        return 1;
+      } catch (...) {
+        *from_d = nullptr;
+        return 0;
+      }
+    };
+    CRYPTO_EX_free* free = [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+      delete static_cast<ClientState*>(ptr);
+    };
+    return SSL_get_ex_new_index(0, nullptr, nullptr, dup, free);
+  }();
+  if (index < 0) {
+    throw_openssl_error("SSL_get_ex_new_index");
+  }
+  return index;
+}
+
+inline ContextState* context_state(const SSL_CTX* ctx) noexcept {
+  return static_cast<ContextState*>(SSL_CTX_get_ex_data(ctx, context_state_index()));
+}
+inline ClientState* client_state(const SSL* ssl) noexcept {
+  return static_cast<ClientState*>(SSL_get_ex_data(ssl, client_state_index()));
+}
+
+/// `SSL_CTX_sess_set_new_cb`: OpenSSL hands us a session it just received (TLS 1.2 at the end of
+/// the handshake; TLS 1.3 once per NewSessionTicket, after the handshake). We take our own
+/// reference and return 0, so OpenSSL releases its one: nothing can leak or be freed twice if
+/// anything below fails. Never throws into OpenSSL.
+inline int on_new_session(SSL* ssl, SSL_SESSION* session) noexcept {
+  try {
+    ContextState* state = context_state(SSL_get_SSL_CTX(ssl));
+    if (state == nullptr) {
+      return 0;
+    }
+    state->counters.sessions_received.fetch_add(1, std::memory_order_relaxed);
+    ClientState* client = client_state(ssl);
+    // Not yet published: the only moment we write to the session (our own ex_data).
+    session_backend<SSL_SESSION>::set_requested_server_name(
+        session, client != nullptr ? std::string_view(client->requested_server_name) : std::string_view());
+    if (client != nullptr) {
+      client->sessions_received.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (SSL_SESSION_is_resumable(session) != 1) {
+      return 0;
+    }
+    auto ref = Handle<SSL_SESSION>::share(session);
+    std::vector<Handle<SSL_SESSION>> evicted;  // freed after the lock is released
+    {
+      std::lock_guard lock(state->mutex);
+      state->recent.push_front(std::move(ref));
+      while (state->recent.size() > state->max_recent) {
+        evicted.push_back(std::move(state->recent.back()));
+        state->recent.pop_back();
+      }
+    }
+  } catch (...) {
+    ERR_clear_error();  // nothing of ours to report from inside OpenSSL's callback
+  }
+  return 0;
+}
+
+/// `SSL_CTX_sess_set_remove_cb`: OpenSSL invalidated `session` (an unclean close, a fatal alert,
+/// a TLS 1.3 ticket just used). Drop our reference; the free happens after our lock is released.
+inline void on_remove_session(SSL_CTX* ctx, SSL_SESSION* session) noexcept {
+  ContextState* state = context_state(ctx);
+  if (state == nullptr) {
+    return;
+  }
+  state->counters.sessions_removed.fetch_add(1, std::memory_order_relaxed);
+  Handle<SSL_SESSION> victim;
+  {
+    std::lock_guard lock(state->mutex);
+    for (auto it = state->recent.begin(); it != state->recent.end(); ++it) {
+      if (it->get() == session) {
+        victim = std::move(*it);
+        state->recent.erase(it);
+        break;
+      }
+    }
+  }
+}
+
+/// Attaches (or finds) the state of `ctx` for `Context<Tag>` and installs the session callbacks.
+/// Serialises attaching state to an `SSL_CTX` (two threads sharing one `SSL_CTX` at once).
+inline std::mutex& attach_mutex() noexcept {
+  static std::mutex mutex;
+  return mutex;
+}
+
+template <class Tag> ContextState* attach_context_state(SSL_CTX* ctx) {
+  std::lock_guard lock(attach_mutex());
+  if (ContextState* existing = context_state(ctx)) {
+    if (existing->tag != &tag_marker<Tag>) {
+      throw_error(errc::context_mismatch, "Context::share",
+                  "this SSL_CTX is already attached to a Context with another tag");
+    }
+    return existing;
+  }
+  auto state = std::make_unique<ContextState>(next_context_id(), &tag_marker<Tag>);
+  if (SSL_CTX_set_ex_data(ctx, context_state_index(), state.get()) != 1) {
+    throw_openssl_error("SSL_CTX_set_ex_data");
+  }
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, &on_new_session);
+  SSL_CTX_sess_set_remove_cb(ctx, &on_remove_session);
+  return state.release();
+}
+
+}  // namespace detail
+
+/// What a context has seen; all values count since the context was created.
+struct ContextStats {
+  std::uint64_t sessions_received = 0;  ///< sessions OpenSSL handed to the new-session callback
+  std::uint64_t sessions_removed = 0;   ///< sessions OpenSSL invalidated (remove callback)
+  std::size_t recent_sessions = 0;      ///< sessions currently kept by the context
+};
+
+/// A client `SSL_CTX` configured for session resumption, tagged with `Tag`.
+template <class Tag> class Context {
+ public:
+  using tag_type = Tag;
+  using session_type = BoundSession<Tag>;
+  using client_type = Client<Context>;
+
+  /// Creates a new client context with `SSL_CTX_new(TLS_client_method())`: TLS 1.2 at least,
+  /// peer verification on (`SSL_VERIFY_PEER`) with the system trust store
+  /// (`SSL_CTX_set_default_verify_paths`), client session caching through tlsresume.
+  [[nodiscard]] static Context create() {
+    auto ctx = detail::Handle<SSL_CTX>::adopt(SSL_CTX_new(TLS_client_method()));
+    if (!ctx) {
+      throw_openssl_error("SSL_CTX_new");
+    }
+    if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1) {
+      throw_openssl_error("SSL_CTX_set_min_proto_version");
+    }
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {
+      throw_openssl_error("SSL_CTX_set_default_verify_paths");
+    }
+    return Context(std::move(ctx));
+  }
+  /// Takes over the caller's reference to `ctx` (no `SSL_CTX_up_ref`) and sets it up for session
+  /// resumption (cache mode, new/remove callbacks). Throws `Error(errc::context_mismatch)` if the
+  /// `SSL_CTX` is already attached to a `Context` of another tag; the reference is then released.
+  [[nodiscard]] static Context adopt(SSL_CTX* ctx) {
+    return Context(detail::Handle<SSL_CTX>::adopt(ctx));
+  }
+  /// Shares an `SSL_CTX` owned elsewhere (e.g. by `asio::ssl::context`): takes a reference with
+  /// `SSL_CTX_up_ref`, never ownership, then sets it up as `adopt` does.
+  [[nodiscard]] static Context share(SSL_CTX* ctx) {
+    return Context(detail::Handle<SSL_CTX>::share(ctx));
+  }
+
+  /// The `SSL_CTX`, borrowed (no reference added).
+  [[nodiscard]] SSL_CTX* native_handle() const noexcept { return ctx_.get(); }
+  /// The id shared by every copy of this context; sessions bound to it carry the same id.
+  [[nodiscard]] ContextId id() const noexcept { return state_->id; }
+
+  /// `SSL_CTX_set_min_proto_version` / `SSL_CTX_set_max_proto_version`.
+  /// `ProtocolVersion::unknown` means "no limit" on that side.
+  void set_protocol_range(ProtocolVersion min, ProtocolVersion max) {
+    if (SSL_CTX_set_min_proto_version(ctx_.get(), static_cast<int>(min)) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx_.get(), static_cast<int>(max)) != 1) {
+      throw_openssl_error("SSL_CTX_set_{min,max}_proto_version");
+    }
+  }
+  /// `SSL_CTX_set_verify(SSL_VERIFY_PEER or SSL_VERIFY_NONE)`.
+  void set_verify_peer(bool on) { SSL_CTX_set_verify(ctx_.get(), on ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr); }
+  /// Trusts `cert` (`X509_STORE_add_cert`, which takes its own reference; the caller keeps theirs).
+  void add_trusted_certificate(X509* cert) {
+    if (cert == nullptr || X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx_.get()), cert) != 1) {
+      throw_openssl_error("X509_STORE_add_cert");
+    }
+  }
+  /// Trusts the PEM certificates of `path` (`SSL_CTX_load_verify_file`).
+  void load_verify_file(const std::string& path) {
+    if (SSL_CTX_load_verify_file(ctx_.get(), path.c_str()) != 1) {
+      throw_openssl_error("SSL_CTX_load_verify_file(" + path + ")");
+    }
+  }
+  /// Presents `cert` with `key` as the client certificate (`SSL_CTX_use_certificate`,
+  /// `SSL_CTX_use_PrivateKey`, `SSL_CTX_check_private_key`; each takes its own reference).
+  void use_client_certificate(X509* cert, EVP_PKEY* key) {
+    if (SSL_CTX_use_certificate(ctx_.get(), cert) != 1 || SSL_CTX_use_PrivateKey(ctx_.get(), key) != 1 ||
+        SSL_CTX_check_private_key(ctx_.get()) != 1) {
+      throw_openssl_error("use_client_certificate");
+    }
+  }
+  /// Offers ALPN protocols, in preference order (`SSL_CTX_set_alpn_protos`).
+  void set_alpn_protocols(std::initializer_list<std::string_view> protocols) {
+    std::string wire;
+    for (std::string_view p : protocols) {
+      if (p.empty() || p.size() > 255) {
+        throw_error(errc::invalid_argument, "set_alpn_protocols", "each protocol must be 1..255 bytes");
+      }
+      wire += static_cast<char>(p.size());
+      wire += p;
+    }
+    if (SSL_CTX_set_alpn_protos(ctx_.get(), reinterpret_cast<const unsigned char*>(wire.data()),
+                                static_cast<unsigned int>(wire.size())) != 0) {
+      throw_openssl_error("SSL_CTX_set_alpn_protos");
+    }
+  }
+
+  /// Binds an unbound session (e.g. parsed from DER) to this context. The result is a new
+  /// `SSL_SESSION` (`SSL_SESSION_dup`), so one session object is never bound to two contexts
+  /// even if the caller kept copies of `session`. Throws `Error` on an empty session.
+  [[nodiscard]] session_type bind(const UnboundSession& session) const {
+    if (!session) {
+      throw_error(errc::invalid_argument, "Context::bind", "empty session");
+    }
+    SSL_SESSION* copy = SSL_SESSION_dup(session.native_handle());
+    if (copy == nullptr) {
+      throw_openssl_error("SSL_SESSION_dup");
+    }
+    return session_type::adopt({copy, id()});
+  }
+  /// Copies a session from any context into a new `SSL_SESSION` bound to this one, through DER
+  /// (`i2d_SSL_SESSION`, `d2i_SSL_SESSION`): the explicit way to move a session across contexts.
+  /// The requested server name recorded by tlsresume is carried over.
+  template <class Ptr> [[nodiscard]] session_type copy_session(const Session<Ptr>& session) const {
+    const SecretBytes der = session.to_der();
+    auto copy = session_type::adopt({detail::session_backend<SSL_SESSION>::from_der(der), id()});
+    detail::session_backend<SSL_SESSION>::set_requested_server_name(copy.native_handle(),
+                                                                    session.requested_server_name());
+    return copy;
+  }
+  /// Wraps a raw session that the caller knows was received on this context's connections:
+  /// `adopt_session` takes over the caller's reference, `share_session` adds one.
+  [[nodiscard]] session_type adopt_session(SSL_SESSION* session) const { return session_type::adopt({session, id()}); }
+  [[nodiscard]] session_type share_session(SSL_SESSION* session) const { return session_type::share({session, id()}); }
+
+  /// The most recent resumable, unexpired session this context received whose requested server
+  /// name is `server_name`, or `std::nullopt`. A TLS 1.3 session is removed (tickets are single
+  /// use); a TLS 1.2 session stays and may be reused. Interim store until `SessionCache`: it is
+  /// keyed only by server name and keeps at most `max_recent_sessions()` sessions.
+  [[nodiscard]] std::optional<session_type> take_recent_session(std::string_view server_name = {}) const {
+    detail::Handle<SSL_SESSION> found;
+    std::vector<detail::Handle<SSL_SESSION>> stale;  // freed after the lock is released
+    const long now = static_cast<long>(std::time(nullptr));
+    {
+      std::lock_guard lock(state_->mutex);
+      auto& recent = state_->recent;
+      for (auto it = recent.begin(); it != recent.end();) {
+        SSL_SESSION* s = it->get();
+        if (SSL_SESSION_is_resumable(s) != 1 || SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) <= now) {
+          stale.push_back(std::move(*it));
+          it = recent.erase(it);
+          continue;
+        }
+        if (detail::session_backend<SSL_SESSION>::requested_server_name(s) != server_name) {
+          ++it;
+          continue;
+        }
+        if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+          found = std::move(*it);
+          recent.erase(it);
+        } else {
+          found = *it;  // SSL_SESSION_up_ref: no callback, safe under our lock
+        }
+        break;
+      }
+    }
+    if (!found) {
+      return std::nullopt;
+    }
+    return session_type::adopt({found.release(), id()});
+  }
+  /// How many sessions `take_recent_session` keeps at most (default 8); older ones are released.
+  void set_max_recent_sessions(std::size_t n) {
+    std::vector<detail::Handle<SSL_SESSION>> evicted;
+    std::lock_guard lock(state_->mutex);
+    state_->max_recent = n;
+    while (state_->recent.size() > n) {
+      evicted.push_back(std::move(state_->recent.back()));
+      state_->recent.pop_back();
+    }
+  }
+  [[nodiscard]] std::size_t max_recent_sessions() const {
+    std::lock_guard lock(state_->mutex);
+    return state_->max_recent;
+  }
+
+  /// Counters of the new- and remove-session callbacks and the number of sessions kept.
+  [[nodiscard]] ContextStats stats() const {
+    ContextStats s;
+    s.sessions_received = state_->counters.sessions_received.load(std::memory_order_relaxed);
+    s.sessions_removed = state_->counters.sessions_removed.load(std::memory_order_relaxed);
+    std::lock_guard lock(state_->mutex);
+    s.recent_sessions = state_->recent.size();
+    return s;
+  }
+
+ private:
+  explicit Context(detail::Handle<SSL_CTX> ctx) : ctx_(std::move(ctx)) {
+    if (!ctx_) {
+      throw_error(errc::invalid_argument, "Context", "null SSL_CTX");
+    }
+    state_ = detail::attach_context_state<Tag>(ctx_.get());
+  }
+
+  detail::Handle<SSL_CTX> ctx_;
+  detail::ContextState* state_ = nullptr;  // owned by ctx_'s ex_data, lives as long as ctx_
+};
+
+}  // namespace tlsresume

@@ -1,0 +1,42 @@
+#pragma once
+// {fmt} support, kept out of the core so that the core does not depend on fmt:
+//   fmt::format("{}", ProtocolVersion::tls1_3)       -> "TLSv1.3"
+//   fmt::format("{}", session)                        -> "TLSv1.3 TLS_AES_256_GCM_SHA384 ticket resumable"
+//   fmt::format("{}", ContextId{7})                   -> "ctx#7"
+
+#include <fmt/format.h>
+
+#include <string_view>
+
+#include "tlsresume/session.hpp"
+
+template <> struct fmt::formatter<tlsresume::ProtocolVersion> : fmt::formatter<std::string_view> {
+  template <class FormatContext> auto format(tlsresume::ProtocolVersion v, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(tlsresume::to_string(v), ctx);
+  }
+};
+
+template <> struct fmt::formatter<tlsresume::ContextId> : fmt::formatter<std::string_view> {
+  template <class FormatContext> auto format(tlsresume::ContextId id, FormatContext& ctx) const {
+    return fmt::format_to(ctx.out(), "ctx#{}", static_cast<unsigned long long>(id));
+  }
+};
+
+/// A one-line summary of a session: protocol, cipher, ticket or id, resumable or not, and the
+/// requested server name and ALPN when known. An empty session prints "(empty session)".
+template <class Ptr> struct fmt::formatter<tlsresume::Session<Ptr>> : fmt::formatter<std::string_view> {
+  template <class FormatContext> auto format(const tlsresume::Session<Ptr>& s, FormatContext& ctx) const {
+    if (!s) {
+      return fmt::formatter<std::string_view>::format("(empty session)", ctx);
+    }
+    auto out = fmt::format_to(ctx.out(), "{} {} {} {}", tlsresume::to_string(s.protocol_version()), s.cipher_name(),
+                              s.has_ticket() ? "ticket" : "id", s.is_resumable() ? "resumable" : "not-resumable");
+    if (!s.requested_server_name().empty()) {
+      out = fmt::format_to(out, " sni={}", s.requested_server_name());
+    }
+    if (!s.alpn().empty()) {
+      out = fmt::format_to(out, " alpn={}", s.alpn());
+    }
+    return out;
+  }
+};

@@ -123,23 +123,26 @@ template <class Ctx> class Client {
     if (name.empty()) {
       throw_error(errc::invalid_argument, "set_server_name", "empty host name");
     }
-    if (detail::is_ip_literal(name)) {
-      if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), name.c_str()) != 1) {
-        throw_openssl_error("X509_VERIFY_PARAM_set1_ip_asc");
-      }
-      state_->requested_server_name.clear();
-      return;
-    }
-    if (SSL_set_tlsext_host_name(ssl_.get(), name.c_str()) != 1) {
+    const bool ip = detail::is_ip_literal(name);
+    // A second call replaces the first: clear the SNI, host and IP set before.
+    char* sni = ip ? nullptr : name.data();
+    if (SSL_set_tlsext_host_name(ssl_.get(), sni) != 1) {
       throw_openssl_error("SSL_set_tlsext_host_name");
     }
-    if (SSL_set1_host(ssl_.get(), name.c_str()) != 1) {
+    if (SSL_set1_host(ssl_.get(), ip ? nullptr : name.c_str()) != 1) {
       throw_openssl_error("SSL_set1_host");
     }
-    state_->requested_server_name = std::move(name);
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_.get());
+    if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) : X509_VERIFY_PARAM_set1_ip(param, nullptr, 0)) != 1) {
+      throw_openssl_error("X509_VERIFY_PARAM_set1_ip");
+    }
+    state_->requested_server_name = ip ? std::string() : name;
+    state_->peer_name = std::move(name);
   }
   /// The SNI this connection asks for (empty if none).
   [[nodiscard]] std::string_view requested_server_name() const noexcept { return state_->requested_server_name; }
+  /// The name given to `set_server_name` (host name or IP literal; empty if none).
+  [[nodiscard]] std::string_view peer_name() const noexcept { return state_->peer_name; }
 
   /// Offers `session` for resumption on the next handshake (`SSL_set_session`, which takes its
   /// own reference; `session` keeps the caller's). A session set before is released. Only a
@@ -242,8 +245,8 @@ template <class Ctx> class Client {
         }
         io_status(r, "SSL_peek");
       }
-      if (fd < 0) {
-        break;  // nothing to wait on: whatever was buffered has been processed
+      if (fd < 0 || sessions_received() >= want) {
+        break;  // nothing to wait on (memory BIO: what was buffered is processed), or done
       }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {

@@ -64,7 +64,8 @@ struct ContextState {
 
 /// Per-connection state, owned by the `SSL`'s ex_data.
 struct ClientState {
-  std::string requested_server_name;
+  std::string requested_server_name;  // SNI
+  std::string peer_name;              // host name or IP literal
   std::atomic<std::size_t> sessions_received{0};
 };
 
@@ -91,6 +92,7 @@ inline int client_state_index() {
         const auto* from = static_cast<const ClientState*>(*from_d);
         auto* copy = new ClientState;
         copy->requested_server_name = from->requested_server_name;
+        copy->peer_name = from->peer_name;
         *from_d = copy;
         return 1;
       } catch (...) {
@@ -129,8 +131,8 @@ inline int on_new_session(SSL* ssl, SSL_SESSION* session) noexcept {
     state->counters.sessions_received.fetch_add(1, std::memory_order_relaxed);
     ClientState* client = client_state(ssl);
     // Not yet published: the only moment we write to the session (our own ex_data).
-    session_backend<SSL_SESSION>::set_requested_server_name(
-        session, client != nullptr ? std::string_view(client->requested_server_name) : std::string_view());
+    session_backend<SSL_SESSION>::set_info(
+        session, client != nullptr ? SessionInfo{client->requested_server_name, client->peer_name} : SessionInfo{});
     if (client != nullptr) {
       client->sessions_received.fetch_add(1, std::memory_order_relaxed);
     }
@@ -311,12 +313,13 @@ template <class Tag> class Context {
   }
   /// Copies a session from any context into a new `SSL_SESSION` bound to this one, through DER
   /// (`i2d_SSL_SESSION`, `d2i_SSL_SESSION`): the explicit way to move a session across contexts.
-  /// The requested server name recorded by tlsresume is carried over.
+  /// The requested server name and peer name recorded by tlsresume are carried over.
   template <class Ptr> [[nodiscard]] session_type copy_session(const Session<Ptr>& session) const {
     const SecretBytes der = session.to_der();
     auto copy = session_type::adopt({detail::session_backend<SSL_SESSION>::from_der(der), id()});
-    detail::session_backend<SSL_SESSION>::set_requested_server_name(copy.native_handle(),
-                                                                    session.requested_server_name());
+    detail::session_backend<SSL_SESSION>::set_info(
+        copy.native_handle(),
+        detail::SessionInfo{std::string(session.requested_server_name()), std::string(session.peer_name())});
     return copy;
   }
   /// Wraps a raw session that the caller knows was received on this context's connections:
@@ -324,11 +327,12 @@ template <class Tag> class Context {
   [[nodiscard]] session_type adopt_session(SSL_SESSION* session) const { return session_type::adopt({session, id()}); }
   [[nodiscard]] session_type share_session(SSL_SESSION* session) const { return session_type::share({session, id()}); }
 
-  /// The most recent resumable, unexpired session this context received whose requested server
-  /// name is `server_name`, or `std::nullopt`. A TLS 1.3 session is removed (tickets are single
+  /// The most recent resumable, unexpired session this context received on a connection whose
+  /// `Client::set_server_name` was `peer_name` (a host name or IP literal; empty = no name was
+  /// set), or `std::nullopt`. A TLS 1.3 session is removed (tickets are single
   /// use); a TLS 1.2 session stays and may be reused. Interim store until `SessionCache`: it is
-  /// keyed only by server name and keeps at most `max_recent_sessions()` sessions.
-  [[nodiscard]] std::optional<session_type> take_recent_session(std::string_view server_name = {}) const {
+  /// keyed only by peer name and keeps at most `max_recent_sessions()` sessions.
+  [[nodiscard]] std::optional<session_type> take_recent_session(std::string_view peer_name = {}) const {
     detail::Handle<SSL_SESSION> found;
     std::vector<detail::Handle<SSL_SESSION>> stale;  // freed after the lock is released
     const long now = static_cast<long>(std::time(nullptr));
@@ -342,7 +346,7 @@ template <class Tag> class Context {
           it = recent.erase(it);
           continue;
         }
-        if (detail::session_backend<SSL_SESSION>::requested_server_name(s) != server_name) {
+        if (detail::session_backend<SSL_SESSION>::peer_name(s) != peer_name) {
           ++it;
           continue;
         }

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 namespace tlsresume {
 
@@ -51,7 +52,11 @@ class openssl_category_impl final : public std::error_category {
  public:
   const char* name() const noexcept override { return "openssl"; }
   std::string message(int value) const override {
-    const char* reason = ERR_reason_error_string(static_cast<unsigned long>(static_cast<unsigned int>(value)));
+    const auto code = static_cast<unsigned long>(static_cast<unsigned int>(value));
+    if (ERR_SYSTEM_ERROR(code)) {
+      return std::system_category().message(ERR_GET_REASON(code));  // errno kept by OpenSSL
+    }
+    const char* reason = ERR_reason_error_string(code);
     return reason != nullptr ? reason : "OpenSSL error " + std::to_string(value);
   }
 };
@@ -71,10 +76,17 @@ inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), tlsresume_category()};
 }
 
-/// The exception every tlsresume function throws. `what()` = "<operation>: <reason>[: <queue>]".
+/// The exception every tlsresume function throws. `what()` is exactly the text it was built
+/// with: "<operation>: <reason>[: <detail>][: <OpenSSL queue>]" for our own errors and
+/// "<operation> failed: <OpenSSL queue>" for OpenSSL failures (unlike `std::system_error`, the
+/// code's message is not appended a second time).
 class Error : public std::system_error {
  public:
-  Error(std::error_code code, const std::string& what) : std::system_error(code, what) {}
+  Error(std::error_code code, std::string what) : std::system_error(code), what_(std::move(what)) {}
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  std::string what_;
 };
 
 /// Empties the calling thread's OpenSSL error queue and returns its text, oldest first, entries

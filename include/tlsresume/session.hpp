@@ -19,6 +19,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -93,7 +94,8 @@ template <class Tag, class T> struct session_ptr_traits<Bound<Tag, T*>> {
 /// What tlsresume records on a session beyond OpenSSL's own fields (kept in the session's
 /// ex_data, so it travels with the `SSL_SESSION` object and is copied by `SSL_SESSION_dup`).
 struct SessionInfo {
-  std::string requested_server_name;
+  std::string requested_server_name;  // the SNI sent (empty for an IP literal)
+  std::string peer_name;              // the host name or IP literal given to set_server_name
 };
 
 inline int session_info_index() {
@@ -156,6 +158,10 @@ template <> struct session_backend<SSL_SESSION> {
     const auto* info = static_cast<const SessionInfo*>(SSL_SESSION_get_ex_data(s, session_info_index()));
     return info != nullptr ? std::string_view(info->requested_server_name) : std::string_view();
   }
+  static std::string_view peer_name(const SSL_SESSION* s) {
+    const auto* info = static_cast<const SessionInfo*>(SSL_SESSION_get_ex_data(s, session_info_index()));
+    return info != nullptr ? std::string_view(info->peer_name) : std::string_view();
+  }
   static std::span<const std::byte> id(const SSL_SESSION* s) noexcept {
     unsigned int len = 0;
     const unsigned char* data = SSL_SESSION_get_id(s, &len);
@@ -193,9 +199,9 @@ template <> struct session_backend<SSL_SESSION> {
     }
     return s;
   }
-  /// Records the server name the client asked for; only before the session is published.
-  static void set_requested_server_name(SSL_SESSION* s, std::string_view name) {
-    auto info = std::make_unique<SessionInfo>(SessionInfo{std::string(name)});
+  /// Records what tlsresume knows of the peer; only before the session is published.
+  static void set_info(SSL_SESSION* s, SessionInfo value) {
+    auto info = std::make_unique<SessionInfo>(std::move(value));
     auto* old = static_cast<SessionInfo*>(SSL_SESSION_get_ex_data(s, session_info_index()));
     if (SSL_SESSION_set_ex_data(s, session_info_index(), info.get()) != 1) {
       throw_openssl_error("SSL_SESSION_set_ex_data");
@@ -279,6 +285,10 @@ template <class Ptr> class Session {
   /// arrived; empty for a session not received through a tlsresume `Client`, or parsed from DER.
   /// (`SSL_SESSION_get0_hostname` is empty on a client unless the server acknowledged SNI.)
   [[nodiscard]] std::string_view requested_server_name() const { return backend::requested_server_name(get()); }
+  /// The host name or IP literal the client named with `Client::set_server_name` when the session
+  /// arrived (equal to `requested_server_name()` except for IP literals, which send no SNI);
+  /// empty when unknown, as for a session parsed from DER.
+  [[nodiscard]] std::string_view peer_name() const { return backend::peer_name(get()); }
   /// `SSL_SESSION_get_id`: the session id bytes (for TLS 1.3 and tickets, OpenSSL derives them).
   [[nodiscard]] std::span<const std::byte> id() const { return backend::id(get()); }
 

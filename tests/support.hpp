@@ -11,6 +11,9 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
 
 #include <tlsresume/testing.hpp>
 #include <tlsresume/tlsresume.hpp>
@@ -66,6 +69,82 @@ class FreeObserver {
     return idx;
   }
 };
+
+/// The three kinds of resumable session a LocalServer can hand out.
+enum class Mode { tls13, tls12_tickets, tls12_session_ids };
+
+inline const char* to_string(Mode m) {
+  switch (m) {
+    case Mode::tls13: return "TLS 1.3 tickets";
+    case Mode::tls12_tickets: return "TLS 1.2 tickets";
+    case Mode::tls12_session_ids: return "TLS 1.2 session ids";
+  }
+  return "?";
+}
+
+inline tlsresume::testing::ServerOptions server_options(tlsresume::ProtocolVersion max_version, bool tickets = true) {
+  tlsresume::testing::ServerOptions options;
+  options.max_version = max_version;
+  options.tickets = tickets;
+  return options;
+}
+
+inline tlsresume::testing::ServerOptions server_options(
+    Mode mode, tlsresume::testing::KeyType key = tlsresume::testing::KeyType::ecdsa_p256) {
+  auto options = server_options(mode == Mode::tls13 ? tlsresume::ProtocolVersion::tls1_3 : tlsresume::ProtocolVersion::tls1_2,
+                                mode != Mode::tls12_session_ids);
+  options.key_type = key;
+  return options;
+}
+
+/// What one connection reported.
+struct Outcome {
+  bool client_reused = false;
+  bool server_reused = false;
+  tlsresume::ProtocolVersion version = tlsresume::ProtocolVersion::unknown;
+  std::string cipher;
+  std::size_t sessions = 0;  ///< sessions received on the connection
+};
+
+/// One connection closed cleanly on both sides: names the server `name` (if not empty), offers
+/// `session` (if given), reads every ticket the server sent, then both sides send close_notify (a
+/// session-id server keeps its session only then).
+inline Outcome connect_clean(const CtxA& ctx, tlsresume::testing::LocalServer& server,
+                             const tlsresume::BoundSession<TagA>* session = nullptr, std::string_view name = {}) {
+  using namespace std::chrono_literals;
+  ClientA client(ctx);
+  if (!name.empty()) {
+    client.set_server_name(name);
+  }
+  if (session != nullptr) {
+    client.set_session(*session);
+  }
+  auto conn = server.handshake(client);
+  Outcome out;
+  out.client_reused = client.session_reused();
+  out.server_reused = conn.session_reused();
+  out.version = client.protocol_version();
+  out.cipher = std::string(client.cipher_name());
+  out.sessions = client.await_tickets(0ms, 2);
+  client.shutdown();
+  conn.shutdown();
+  return out;
+}
+
+/// Runs `f`, which must throw a tlsresume::Error with code `expected` and leave OpenSSL's error
+/// queue empty.
+template <class F> void require_error(F&& f, tlsresume::errc expected) {
+  bool thrown = false;
+  try {
+    std::forward<F>(f)();
+  } catch (const tlsresume::Error& e) {
+    thrown = true;
+    CHECK(e.code() == tlsresume::make_error_code(expected));
+    CHECK(e.code().category().name() == std::string_view("tlsresume"));
+  }
+  REQUIRE(thrown);
+  REQUIRE(ERR_peek_error() == 0UL);
+}
 
 }  // namespace test
 

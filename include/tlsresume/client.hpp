@@ -115,8 +115,9 @@ template <class Ctx> class Client {
 
   /// Names the server: sends it as SNI (`SSL_set_tlsext_host_name`; not for an IP literal, as
   /// RFC 6066 requires) and verifies the certificate against it (`SSL_set1_host`, or
-  /// `X509_VERIFY_PARAM_set1_ip_asc` for an IP literal). Sessions received on this connection
-  /// record it as their requested server name.
+  /// `X509_VERIFY_PARAM_set1_ip_asc` for an IP literal). A second call replaces the first.
+  /// Sessions received on this connection record the SNI as `requested_server_name()` and the
+  /// name as given as `peer_name()`.
   void set_server_name(std::string_view host) {
     require_before_handshake("set_server_name");
     std::string name(host);
@@ -161,6 +162,15 @@ template <class Ctx> class Client {
                   "a session may only be used with the SSL_CTX it came from; use Context::copy_session to move it");
     }
     if (SSL_set_session(ssl_.get(), session.native_handle()) != 1) {
+      throw_openssl_error("SSL_set_session");
+    }
+  }
+
+  /// Removes a session set with `set_session` (`SSL_set_session(ssl, NULL)`, which frees
+  /// OpenSSL's reference); the next handshake is a full one. Throws once the handshake started.
+  void clear_session() {
+    require_before_handshake("clear_session");
+    if (SSL_set_session(ssl_.get(), nullptr) != 1) {
       throw_openssl_error("SSL_set_session");
     }
   }
@@ -304,6 +314,9 @@ template <class Ctx> class Client {
   Client(const Ctx& ctx, detail::Handle<SSL> ssl) : ctx_(ctx), ssl_(std::move(ssl)) {
     if (!ssl_) {
       throw_error(errc::invalid_argument, "Client", "null SSL");
+    }
+    if (SSL_is_server(ssl_.get()) == 1) {
+      throw_error(errc::context_mismatch, "Client", "the SSL is in server mode; SSL_set_session is for clients");
     }
     if (SSL_get_SSL_CTX(ssl_.get()) != ctx_.native_handle()) {
       throw_error(errc::context_mismatch, "Client", "the SSL was not made from this context's SSL_CTX");

@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <ctime>
 #include <deque>
 #include <initializer_list>
 #include <memory>
@@ -335,13 +334,13 @@ template <class Tag> class Context {
   [[nodiscard]] std::optional<session_type> take_recent_session(std::string_view peer_name = {}) const {
     detail::Handle<SSL_SESSION> found;
     std::vector<detail::Handle<SSL_SESSION>> stale;  // freed after the lock is released
-    const long now = static_cast<long>(std::time(nullptr));
+    const auto now = std::chrono::system_clock::now();
     {
       std::lock_guard lock(state_->mutex);
       auto& recent = state_->recent;
       for (auto it = recent.begin(); it != recent.end();) {
         SSL_SESSION* s = it->get();
-        if (SSL_SESSION_is_resumable(s) != 1 || SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) <= now) {
+        if (SSL_SESSION_is_resumable(s) != 1 || detail::session_backend<SSL_SESSION>::expiry(s) <= now) {
           stale.push_back(std::move(*it));
           it = recent.erase(it);
           continue;

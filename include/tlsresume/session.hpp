@@ -142,6 +142,16 @@ template <> struct session_backend<SSL_SESSION> {
   static std::chrono::seconds timeout(const SSL_SESSION* s) noexcept {
     return std::chrono::seconds(SSL_SESSION_get_timeout(s));
   }
+  /// Creation time plus the session timeout, or plus the ticket lifetime if the server gave a
+  /// shorter one (RFC 8446 §4.6.1: a client must not use a ticket beyond it; OpenSSL 3.0 keeps
+  /// the context's timeout on the session).
+  static std::chrono::system_clock::time_point expiry(const SSL_SESSION* s) noexcept {
+    auto lifetime = timeout(s);
+    if (const auto hint = ticket_lifetime_hint(s); has_ticket(s) && hint.count() > 0 && hint < lifetime) {
+      lifetime = hint;
+    }
+    return creation_time(s) + lifetime;
+  }
   static bool is_resumable(const SSL_SESSION* s) noexcept { return SSL_SESSION_is_resumable(s) == 1; }
   static bool has_ticket(const SSL_SESSION* s) noexcept { return SSL_SESSION_has_ticket(s) == 1; }
   static std::chrono::seconds ticket_lifetime_hint(const SSL_SESSION* s) noexcept {
@@ -266,10 +276,9 @@ template <class Ptr> class Session {
   [[nodiscard]] std::string_view cipher_name() const { return backend::cipher_name(get()); }
   /// `SSL_SESSION_get_time`: when the session was created (OpenSSL 3.0 keeps whole seconds).
   [[nodiscard]] std::chrono::system_clock::time_point creation_time() const { return backend::creation_time(get()); }
-  /// `SSL_SESSION_get_time` + `SSL_SESSION_get_timeout`: when the session stops being usable.
-  [[nodiscard]] std::chrono::system_clock::time_point expiry() const {
-    return backend::creation_time(get()) + backend::timeout(get());
-  }
+  /// When the session stops being usable: `SSL_SESSION_get_time` + `SSL_SESSION_get_timeout`,
+  /// or + `SSL_SESSION_get_ticket_lifetime_hint` when the server's ticket lifetime is shorter.
+  [[nodiscard]] std::chrono::system_clock::time_point expiry() const { return backend::expiry(get()); }
   /// `SSL_SESSION_is_resumable`: false once OpenSSL has invalidated the session (unclean close,
   /// a TLS 1.3 ticket already used).
   [[nodiscard]] bool is_resumable() const { return backend::is_resumable(get()); }

@@ -76,6 +76,9 @@ inline Certificate make_certificate(std::string_view common_name, KeyType type, 
   add_extension(x, signer, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
   add_extension(x, signer, NID_key_usage, is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature,keyEncipherment");
   add_extension(x, signer, NID_subject_key_identifier, "hash");
+  if (issuer != nullptr) {
+    add_extension(x, signer, NID_authority_key_identifier, "keyid:always");
+  }
   if (!is_ca) {
     add_extension(x, signer, NID_ext_key_usage, "serverAuth,clientAuth");
     add_extension(x, signer, NID_subject_alt_name, subject_alt_names);
@@ -147,7 +150,7 @@ class LocalServer {
  public:
   explicit LocalServer(ServerOptions options = {})
       : options_(std::move(options)),
-        ca_(make_ca("tlsresume test CA", options_.key_type)),
+        ca_(make_ca(unique_ca_name(), options_.key_type)),
         leaf_(make_leaf(ca_, "localhost", options_.key_type)),
         ctx_(detail::Handle<SSL_CTX>::adopt(SSL_CTX_new(TLS_server_method()))) {
     SSL_CTX* c = ctx_.get();
@@ -242,6 +245,12 @@ class LocalServer {
       i += 1 + len;
     }
     return SSL_TLSEXT_ERR_NOACK;
+  }
+
+  // Each server's CA has its own name, so one client trust store can hold several of them.
+  static std::string unique_ca_name() {
+    static std::atomic<unsigned> counter{0};
+    return "tlsresume test CA " + std::to_string(counter.fetch_add(1) + 1);
   }
 
   ServerOptions options_;

@@ -3,7 +3,7 @@
 #
 # Usage: scripts/test.sh [CONFIG...] [-- MESON_TEST_ARGS...]
 #
-#   CONFIG           gcc, clang, asan (default: $TLSRESUME_CONFIGS, else "gcc clang asan")
+#   CONFIG           gcc, clang, asan, tsan (default: $TLSRESUME_CONFIGS, else "gcc clang asan tsan")
 #   MESON_TEST_ARGS  passed to every `meson test`, e.g. `-- --suite compile-fail`
 #
 # Build directories are build/<config>; they are reused when already
@@ -27,7 +27,7 @@ while (($#)); do
     esac
 done
 if ((${#configs[@]} == 0)); then
-    read -r -a configs <<<"${TLSRESUME_CONFIGS:-gcc clang asan}"
+    read -r -a configs <<<"${TLSRESUME_CONFIGS:-gcc clang asan tsan}"
 fi
 
 total_pass=0 total_fail=0 total_skip=0
@@ -47,6 +47,8 @@ config_args() {
                setup_args=(-Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
                            -Dcpp_args=-fno-sanitize-recover=all
                            -Dcpp_link_args=-fno-sanitize-recover=all) ;;
+        tsan)  cc=clang cxx=clang++ compiler_id=clang
+               setup_args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
         *) return 1 ;;
     esac
 }
@@ -151,7 +153,7 @@ run_config() {
     local cfg=$1 dir=build/$1 rc
     pass=0 fail=0 skip=0
     if ! config_args "$cfg"; then
-        log "$cfg: unknown configuration (expected gcc, clang or asan)"
+        log "$cfg: unknown configuration (expected gcc, clang, asan or tsan)"
         fail=1; return
     fi
     if ! setup_build "$cfg"; then
@@ -171,6 +173,8 @@ run_config() {
             "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
             "LSAN_OPTIONS=exitcode=23${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
         )
+    elif [[ "$cfg" == tsan ]]; then
+        env_args=("TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}")
     fi
     local testlog=$dir/meson-logs/testlog.json
     rm -f -- "$testlog"

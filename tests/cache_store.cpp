@@ -891,7 +891,7 @@ TEMPLATE_TEST_CASE("concurrent put and take never hand one TLS 1.3 ticket to two
   std::vector<std::atomic<int>> owner(pool.tls13.size());  // 1 while a thread holds the ticket
 
   constexpr int threads = 4;
-  constexpr int iterations = 20000;
+  constexpr int iterations = 100000;  // per thread
   std::atomic<int> ready{0};
   std::atomic<std::uint64_t> double_owned{0};
   std::atomic<std::uint64_t> unknown{0};

@@ -15,7 +15,8 @@ Runs `resume_demo --json` and checks its one-JSON-object-per-line output:
     later row is resumed on both sides (the client's and the server's SSL_session_reused).
 
 Then runs `resume_demo` (the human-readable table) and checks that it exits with status 0 and
-prints 10 data rows, 5 containing "TLSv1.3" and 5 containing "TLSv1.2".
+prints 10 data rows, 5 containing "TLSv1.3" and 5 containing "TLSv1.2", and one "cache:" line per
+protocol with hits=4 misses=1 (the demo's SessionCache counters).
 
 Exit status: 0 = all checks passed, 1 = a check failed, 2 = usage error. Python 3 stdlib only.
 """
@@ -165,6 +166,14 @@ def check_table_mode(demo: str, failures: list[str]) -> int:
             failures.append(f"table mode: expected {ROWS_PER_PROTOCOL} rows containing {protocol}, got {count}")
     if any(line.lstrip().startswith("{") for line in proc.stdout.splitlines()):
         failures.append("table mode printed JSON (it should only with --json)")
+    # One SessionCache per protocol: 1 miss (the full handshake), then 4 hits.
+    cache_lines = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("cache:")]
+    if len(cache_lines) != len(PROTOCOLS):
+        failures.append(f"table mode: expected {len(PROTOCOLS)} 'cache:' lines, got {len(cache_lines)}")
+    for line in cache_lines:
+        fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+        if fields.get("hits") != str(ROWS_PER_PROTOCOL - 1) or fields.get("misses") != "1":
+            failures.append(f"table mode: expected hits={ROWS_PER_PROTOCOL - 1} misses=1 in {line!r}")
     if len(failures) > before:
         failures.append(f"--- stdout of `{demo}` ---\n{proc.stdout.rstrip()}"
                         f"\n--- stderr ---\n{proc.stderr.rstrip()}\n--- end ---")

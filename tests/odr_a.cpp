@@ -166,3 +166,35 @@ TEST_CASE("ODR: sessions and state cross TUs", "[odr]") {
   CHECK_THAT(fmt::format("{}", session), Catch::Matchers::Contains("sni=localhost"));
 #endif
 }
+
+#ifdef TLSRESUME_ODR_FMT
+TEST_CASE("fmt: CacheStats and ContextStats print every counter by name", "[fmt]") {
+  tlsresume::CacheStats s;
+  // Distinct values, so a field printed under another's name fails.
+  s.hits = 1;
+  s.misses = 2;
+  s.stored = 3;
+  s.refused = 4;
+  s.taken = 5;
+  s.reused = 6;
+  s.expired = 7;
+  s.evicted = 8;
+  s.superseded = 9;
+  s.invalidated = 10;
+  s.erased = 11;
+  s.vetoed = 12;
+  s.sessions = 13;
+  s.peers = 14;
+  s.bytes = 15;
+  CHECK(fmt::format("{}", s) ==
+        "hits=1 misses=2 stored=3 refused=4 taken=5 reused=6 expired=7 evicted=8 superseded=9 invalidated=10 "
+        "erased=11 vetoed=12 sessions=13 peers=14 bytes=15");
+  tlsresume::ContextStats c;
+  c.sessions_received = 21;
+  c.sessions_removed = 22;
+  c.sessions_unverified = 23;
+  c.sessions_vetoed = 24;
+  c.recent_sessions = 25;
+  CHECK(fmt::format("{}", c) == "received=21 removed=22 unverified=23 vetoed=24 recent=25");
+}
+#endif

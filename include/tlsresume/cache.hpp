@@ -42,6 +42,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -51,13 +52,16 @@
 #include <iterator>
 #include <limits>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "tlsresume/context.hpp"
 #include "tlsresume/error.hpp"
 #include "tlsresume/handle.hpp"
 #include "tlsresume/peer_key.hpp"
@@ -172,6 +176,13 @@ struct CacheStats {
   std::size_t sessions = 0;       ///< sessions currently stored (TLS 1.3 tickets + TLS 1.2 sessions)
   std::size_t peers = 0;          ///< peers currently holding at least one session
   std::size_t bytes = 0;          ///< approximate memory held: DER length of each session + overheads
+};
+
+/// What `SessionCache::take_with_origin` hands out: the session and the time of the full
+/// handshake that started its resumption chain (for a ticket received on a resumed connection).
+template <class Tag> struct TakenSession {
+  BoundSession<Tag> session;
+  std::chrono::system_clock::time_point original_full_handshake;
 };
 
 namespace detail {
@@ -291,9 +302,11 @@ constexpr std::size_t mix_hash(std::size_t h) noexcept {
 
 }  // namespace detail
 
-/// A bounded client session store for sessions of `Context<Tag>`, with `Policy` choosing locking,
-/// clock and limits (see the header comment for the rules). Not copyable or movable.
-template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache {
+namespace detail {
+
+/// The cache itself, owned through a `std::shared_ptr` by `SessionCache` and (as a `CacheSink`)
+/// by each connection filing into it, so that OpenSSL callbacks never reach a destroyed cache.
+template <class Tag, class Policy> class CacheCore final : public CacheSink {
  public:
   using session_type = BoundSession<Tag>;
   using policy_type = Policy;
@@ -317,9 +330,67 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
 
   static_assert(max_peers >= 1, "SessionCache: Policy::max_peers must be at least 1");
 
-  SessionCache() = default;
-  SessionCache(const SessionCache&) = delete;
-  SessionCache& operator=(const SessionCache&) = delete;
+  CacheCore() = default;
+
+  /// Binds the cache to context `id` on first use and returns it as a sink; throws
+  /// `Error(errc::wrong_context)` for another context.
+  void bind_context(ContextId id) {
+    auto expected = std::uint64_t{0};
+    const auto wanted = static_cast<std::uint64_t>(id);
+    if (!context_.compare_exchange_strong(expected, wanted) && expected != wanted) {
+      throw_error(errc::wrong_context, "SessionCache",
+                  "a cache serves the connections of one context (copies of it share its id); make one cache per context");
+    }
+  }
+  [[nodiscard]] std::optional<ContextId> bound_context() const noexcept {
+    const auto id = context_.load();
+    return id == 0 ? std::nullopt : std::optional<ContextId>(ContextId{id});
+  }
+
+  // CacheSink: called from OpenSSL callbacks; never throw.
+  bool file(const PeerKey& key, Handle<SSL_SESSION> session, ContextId id,
+            std::optional<time_point> original) noexcept override {
+    try {
+      return put(key, session_type::adopt({session.release(), id}), PutOptions{original});
+    } catch (...) {
+      ERR_clear_error();
+      return false;
+    }
+  }
+  bool invalidate(const SSL_SESSION* session, std::size_t key_hash) noexcept override {
+    if (session == nullptr) {
+      return false;
+    }
+    const std::size_t first = shard_of_hash(key_hash);
+    if (invalidate_in(shards_[first], session)) {
+      return true;
+    }
+    for (std::size_t i = 0; i < shard_count; ++i) {
+      if (i != first && invalidate_in(shards_[i], session)) {
+        return true;
+      }
+    }
+    return false;
+  }
+  void full_handshake(const PeerKey& key, ProtocolVersion version) noexcept override {
+    try {
+      on_full_handshake(key, version);
+    } catch (...) {
+      ERR_clear_error();
+    }
+  }
+  std::size_t veto(const PeerKey& key, std::span<const SSL_SESSION* const> sessions) noexcept override {
+    {
+      Shard& shard = shard_for(key);
+      std::lock_guard lock(shard.mutex);
+      ++shard.counters.vetoed;
+    }
+    std::size_t removed = 0;
+    for (const SSL_SESSION* s : sessions) {
+      removed += invalidate(s, key.hash()) ? 1 : 0;
+    }
+    return removed;
+  }
 
   /// Stores `session` for `key`: a TLS 1.3 ticket goes to the front of the peer's ticket queue
   /// (the oldest beyond `max_tickets_per_peer` is evicted), a TLS 1.2 session replaces the peer's
@@ -360,6 +431,15 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
   /// non-resumable sessions met on the way are removed and released after unlocking. The caller
   /// owns the returned reference.
   [[nodiscard]] std::optional<session_type> take(const PeerKey& key) {
+    auto taken = take_with_origin(key);
+    if (!taken) {
+      return std::nullopt;
+    }
+    return std::optional<session_type>(std::move(taken->session));
+  }
+
+  /// As `take`, with the time of the full handshake that started the session's resumption chain.
+  [[nodiscard]] std::optional<TakenSession<Tag>> take_with_origin(const PeerKey& key) {
     std::vector<session_type> victims;
     const time_point now = clock_now();
     Shard& shard = shard_for(key);
@@ -380,12 +460,7 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
     }
     bool found = false;
     for (Shard& shard : shards_) {
-      std::optional<session_type> victim;  // declared before the lock: released after it
-      std::lock_guard lock(shard.mutex);
-      if (auto it = shard.index.find(session); it != shard.index.end()) {
-        victim = shard.remove_pointer(it, shard.counters.invalidated);
-        found = true;
-      }
+      found = invalidate_in(shard, session) || found;
     }
     return found;
   }
@@ -407,9 +482,9 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
     }
   }
 
-  /// Hook for the connection-level veto (a connection to `key` judged unusable after its
-  /// handshake): counts `vetoed` and, until per-connection tracking is wired, drops everything
-  /// stored for `key` (`invalidated`). Returns the number of sessions dropped.
+  /// Vetoes the peer `key` as a whole (e.g. its certificate was found revoked): counts `vetoed`
+  /// and drops everything stored for it (`invalidated`). Returns the number of sessions dropped.
+  /// To veto one connection's sessions only, use `Client::veto_caching`.
   std::size_t veto(const PeerKey& key) {
     std::vector<session_type> victims;
     Shard& shard = shard_for(key);
@@ -512,11 +587,13 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
   }
 
   /// The shard `key` belongs to (always 0 without sharding); for tests and diagnostics.
-  [[nodiscard]] static std::size_t shard_of(const PeerKey& key) noexcept {
+  [[nodiscard]] static std::size_t shard_of(const PeerKey& key) noexcept { return shard_of_hash(key.hash()); }
+  [[nodiscard]] static std::size_t shard_of_hash(std::size_t hash) noexcept {
     if constexpr (shard_count == 1) {
+      (void)hash;
       return 0;
     } else {
-      return detail::mix_hash(key.hash()) % shard_count;
+      return detail::mix_hash(hash) % shard_count;
     }
   }
 
@@ -613,13 +690,13 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
       return lru.begin();
     }
 
-    std::optional<session_type> take(const PeerKey& key, time_point now, std::vector<session_type>& victims) {
+    std::optional<TakenSession<Tag>> take(const PeerKey& key, time_point now, std::vector<session_type>& victims) {
       auto found = peers.find(key);
       if (found == peers.end()) {
         return std::nullopt;
       }
       PeerIt peer = found->second;
-      std::optional<session_type> out;
+      std::optional<TakenSession<Tag>> out;
       while (!out && !peer->tickets.empty()) {
         auto first = peer->tickets.begin();
         if (first->expires <= now) {
@@ -627,7 +704,7 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
         } else if (SSL_SESSION_is_resumable(first->session.native_handle()) != 1) {
           remove_entry(peer, first, counters.invalidated, victims);
         } else {
-          out.emplace(std::move(first->session));
+          out.emplace(TakenSession<Tag>{std::move(first->session), first->original});
           forget(*first, counters.taken);
           peer->tickets.erase(first);
         }
@@ -638,7 +715,7 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
         } else if (SSL_SESSION_is_resumable(peer->tls12->session.native_handle()) != 1) {
           drop_tls12(peer, counters.invalidated, victims);
         } else {
-          out.emplace(peer->tls12->session);  // SSL_SESSION_up_ref: never calls back
+          out.emplace(TakenSession<Tag>{peer->tls12->session, peer->tls12->original});  // up-ref: never calls back
           ++counters.reused;
         }
       }
@@ -766,7 +843,119 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
 
   Shard& shard_for(const PeerKey& key) noexcept { return shards_[shard_of(key)]; }
 
+  bool invalidate_in(Shard& shard, const SSL_SESSION* session) noexcept {
+    std::optional<session_type> victim;  // declared before the lock: released after it
+    std::lock_guard lock(shard.mutex);
+    if (auto it = shard.index.find(session); it != shard.index.end()) {
+      victim = shard.remove_pointer(it, shard.counters.invalidated);
+      return true;
+    }
+    return false;
+  }
+
   std::array<Shard, shard_count> shards_;
+  std::atomic<std::uint64_t> context_{0};  // the ContextId served through `Client::resume_from`
+};
+
+}  // namespace detail
+
+/// A bounded client session store for sessions of `Context<Tag>`, with `Policy` choosing locking,
+/// clock and limits (see the header comment for the rules). A handle to the store, which the
+/// connections filing into it share: destroying the cache while a connection still runs is
+/// safe (its late tickets go into the orphaned store and are released with the connection).
+/// Not copyable; movable (a moved-from cache may only be destroyed or assigned).
+template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache {
+  using Core = detail::CacheCore<Tag, Policy>;
+
+ public:
+  using session_type = BoundSession<Tag>;
+  using policy_type = Policy;
+  using clock_type = typename Policy::clock_type;
+  using time_point = std::chrono::system_clock::time_point;
+  using mutex_type = typename Core::mutex_type;
+
+  static constexpr std::size_t shard_count = Core::shard_count;
+  static constexpr std::size_t max_peers = Core::max_peers;
+  /// Each shard keeps at most this many peers (at least 1), so the cache holds at most
+  /// `max(max_peers, shard_count)` peers.
+  static constexpr std::size_t max_peers_per_shard = Core::max_peers_per_shard;
+  static constexpr std::size_t max_tickets_per_peer = Core::max_tickets_per_peer;
+  static constexpr std::chrono::seconds purge_interval = Core::purge_interval;
+  static constexpr std::chrono::seconds max_clock_skew = Core::max_clock_skew;
+  static constexpr std::chrono::seconds max_tls13_age = Core::max_tls13_age;
+
+  SessionCache() : core_(std::make_shared<Core>()) {}
+  SessionCache(const SessionCache&) = delete;
+  SessionCache& operator=(const SessionCache&) = delete;
+  SessionCache(SessionCache&&) noexcept = default;
+  SessionCache& operator=(SessionCache&&) noexcept = default;
+  ~SessionCache() = default;
+
+  /// Stores `session` for `key`: a TLS 1.3 ticket goes to the front of the peer's ticket queue
+  /// (the oldest beyond `max_tickets_per_peer` is evicted), a TLS 1.2 session replaces the peer's
+  /// previous one. Takes over `session`'s reference (no up-ref). Returns false, counts `refused`
+  /// and releases the session if it is empty, not resumable (`SSL_SESSION_is_resumable`), already
+  /// expired, or created (`SSL_SESSION_get_time`) or originally handshaken more than
+  /// `max_clock_skew` in the future. Measures it once with `i2d_SSL_SESSION`; throws `Error` if
+  /// that fails. The same `SSL_SESSION` put again replaces its earlier entry (`superseded`).
+  /// May evict the least recently used peer. Releases every removed session after unlocking.
+  /// Connections started with `Client::resume_from` call this for each session they receive.
+  bool put(const PeerKey& key, session_type session, PutOptions options = {}) {
+    return core_->put(key, std::move(session), std::move(options));
+  }
+  /// Hands out a session for `key`, or `std::nullopt` (a miss, not an error). The newest unexpired
+  /// TLS 1.3 ticket comes first and is removed (never handed to two callers); otherwise the
+  /// peer's TLS 1.2 session, which stays stored (a copy: `SSL_SESSION_up_ref`). Expired and
+  /// non-resumable sessions met on the way are removed and released after unlocking. The caller
+  /// owns the returned reference. `Client::resume_from` calls this.
+  [[nodiscard]] std::optional<session_type> take(const PeerKey& key) { return core_->take(key); }
+  /// As `take`, with the time of the full handshake that started the session's resumption chain.
+  [[nodiscard]] std::optional<TakenSession<Tag>> take_with_origin(const PeerKey& key) {
+    return core_->take_with_origin(key);
+  }
+  /// Removes `session` wherever it is stored (`invalidated`); borrows the pointer. The context's
+  /// remove callback (`SSL_CTX_sess_set_remove_cb`: unclean close, ticket used) does this for
+  /// sessions filed by connections. Never throws. Returns whether found.
+  bool invalidate(const SSL_SESSION* session) noexcept { return core_->invalidate(session); }
+  /// To call after a *full* (not resumed) handshake with `key` at `version`: after TLS 1.3, the
+  /// peer's TLS 1.2 session is dropped (`superseded`), so resumption can never take the
+  /// connection back to TLS 1.2. `Client::resume_from` connections do this themselves.
+  void on_full_handshake(const PeerKey& key, ProtocolVersion version) { core_->on_full_handshake(key, version); }
+  /// Vetoes the peer `key` as a whole (e.g. its certificate was found revoked): counts `vetoed`
+  /// and drops everything stored for it (`invalidated`). Returns the number of sessions dropped.
+  /// To veto one connection's sessions only, use `Client::veto_caching`.
+  std::size_t veto(const PeerKey& key) { return core_->veto(key); }
+  /// Drops everything stored for `key` (`erased`); returns how many sessions.
+  std::size_t erase(const PeerKey& key) { return core_->erase(key); }
+  /// Drops every session (`erased`); counters are kept.
+  void clear() { core_->clear(); }
+  /// Removes every expired (`expired`) or no longer resumable (`invalidated`) session; returns
+  /// how many.
+  std::size_t purge_expired() { return core_->purge_expired(); }
+  /// Visits every stored, unexpired session as
+  /// `f(const PeerKey&, const session_type&, time_point original_full_handshake)`, on a snapshot
+  /// taken under the locks (one `SSL_SESSION_up_ref` each); `f` runs with no lock held.
+  template <class F>
+    requires std::invocable<F&, const PeerKey&, const session_type&, time_point>
+  void for_each(F&& f) const {
+    core_->for_each(std::forward<F>(f));
+  }
+  /// A snapshot of the counters and sizes, summed over shards.
+  [[nodiscard]] CacheStats stats() const { return core_->stats(); }
+  /// The shard `key` belongs to (always 0 without sharding); for tests and diagnostics.
+  [[nodiscard]] static std::size_t shard_of(const PeerKey& key) noexcept { return Core::shard_of(key); }
+
+  /// For `Client::resume_from`: binds the cache to the context `id` on first use (throws
+  /// `Error(errc::wrong_context)` for another one) and returns the sink connections file into.
+  [[nodiscard]] std::shared_ptr<detail::CacheSink> attach(ContextId id) {
+    core_->bind_context(id);
+    return core_;
+  }
+  /// The context this cache serves through `Client::resume_from`, once one has used it.
+  [[nodiscard]] std::optional<ContextId> bound_context() const noexcept { return core_->bound_context(); }
+
+ private:
+  std::shared_ptr<Core> core_;
 };
 
 }  // namespace tlsresume

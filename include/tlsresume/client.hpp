@@ -21,6 +21,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -32,6 +33,7 @@
 #include "tlsresume/context.hpp"
 #include "tlsresume/error.hpp"
 #include "tlsresume/handle.hpp"
+#include "tlsresume/peer_key.hpp"
 #include "tlsresume/session.hpp"
 
 namespace tlsresume {
@@ -41,6 +43,16 @@ namespace tlsresume {
 template <class S, class Ctx>
 concept session_from_this_context =
     bound_session<S> && std::same_as<typename std::remove_cvref_t<S>::context_tag, typename Ctx::tag_type>;
+
+/// A session cache that can serve clients of context type `Ctx`: a `SessionCache` whose sessions
+/// are bound to the same `Tag` (a cache of another tag does not compile with `resume_from`).
+template <class Cache, class Ctx>
+concept cache_for_context =
+    std::same_as<typename Cache::session_type, typename Ctx::session_type> &&  // same Tag
+    requires(Cache& cache, const PeerKey& key, ContextId id) {
+      { cache.attach(id) } -> std::same_as<std::shared_ptr<detail::CacheSink>>;  // checks the instance
+      cache.take_with_origin(key).has_value();                                  // single-use take
+    };
 
 /// Progress of a non-blocking TLS operation.
 enum class IoStatus {
@@ -118,8 +130,102 @@ template <class Ctx> class Client {
   /// `X509_VERIFY_PARAM_set1_ip_asc` for an IP literal). A second call replaces the first.
   /// Sessions received on this connection record the SNI as `requested_server_name()` and the
   /// name as given as `peer_name()`.
+  /// Throws `Error(errc::invalid_argument)` after `resume_from`, which named the server already.
   void set_server_name(std::string_view host) {
     require_before_handshake("set_server_name");
+    if (state_->key) {
+      throw_error(errc::invalid_argument, "set_server_name",
+                  "resume_from already named the server from its PeerKey; use a key for the new name");
+    }
+    apply_server_name(host);
+  }
+
+  /// Starts this connection for the peer `key` with `cache` (a `SessionCache` of this context's
+  /// tag; another tag does not compile):
+  ///   - names the server from the key: SNI unless an IP literal, and the name the certificate is
+  ///     verified against (`SSL_set_tlsext_host_name`, `SSL_set1_host` / IP check, as
+  ///     `set_server_name`), and offers exactly the key's ALPN list (`SSL_set_alpn_protos`);
+  ///   - takes a session for the key from the cache, if one is there, and offers it
+  ///     (`SSL_set_session`, its own reference; a TLS 1.3 ticket leaves the cache for good);
+  ///   - files every session this connection receives (TLS 1.2 at the end of the handshake, TLS 1.3
+  ///     tickets whenever they arrive) into the cache under `key`, if verification passed and
+  ///     `veto_caching` was not called; after a full TLS 1.3 handshake, drops the peer's TLS 1.2
+  ///     session.
+  /// The key must have been made for this context's current configuration (`Context::key_for`):
+  /// otherwise throws `Error(errc::invalid_argument)`. A cache serves one context instance:
+  /// throws `Error(errc::wrong_context)` if it served another. Throws once the handshake started,
+  /// or if called twice. Returns whether a session is offered.
+  template <class Cache>
+    requires cache_for_context<Cache, Ctx>
+  bool resume_from(Cache& cache, const PeerKey& key) {
+    require_before_handshake("resume_from");
+    if (state_->key) {
+      throw_error(errc::invalid_argument, "resume_from", "this connection was already started for a peer");
+    }
+    if (key.config() != ctx_.fingerprint()) {
+      throw_error(errc::invalid_argument, "resume_from",
+                  "the key was made for another configuration (make it with Context::key_for, after the "
+                  "context's last change)");
+    }
+    std::shared_ptr<detail::CacheSink> sink = cache.attach(ctx_.id());
+    apply_server_name(key.host());
+    std::string wire;
+    for (const std::string& p : key.alpn()) {
+      wire += static_cast<char>(p.size());
+      wire += p;
+    }
+    if (SSL_set_alpn_protos(ssl_.get(), wire.empty() ? nullptr : reinterpret_cast<const unsigned char*>(wire.data()),
+                            static_cast<unsigned int>(wire.size())) != 0) {
+      throw_openssl_error("SSL_set_alpn_protos");
+    }
+    auto taken = cache.take_with_origin(key);
+    if (taken) {
+      set_session(taken->session);
+      state_->original_full_handshake = taken->original_full_handshake;
+    }
+    state_->sink = std::move(sink);
+    state_->key = key;
+    return taken.has_value();
+  }
+
+  /// The key given to `resume_from`, or null.
+  [[nodiscard]] const PeerKey* cache_key() const noexcept { return state_->key ? &*state_->key : nullptr; }
+
+  /// Says that this connection failed the caller's own checks after the handshake (pinning,
+  /// OCSP, CT, an application check): the sessions it already filed into the cache and the
+  /// session it uses (`SSL_get_session`) are removed from it (counted as a veto), and sessions
+  /// that arrive later are not kept. Without `resume_from`, only the latter. Never throws.
+  void veto_caching() noexcept {
+    state_->vetoed = true;
+    if (!state_->sink || !state_->key) {
+      return;
+    }
+    std::vector<const SSL_SESSION*> sessions;
+    try {
+      sessions.reserve(state_->filed.size() + 1);
+      for (const auto& s : state_->filed) {
+        sessions.push_back(s.get());
+      }
+      if (const SSL_SESSION* current = SSL_get_session(ssl_.get())) {
+        sessions.push_back(current);
+      }
+    } catch (...) {
+      // Without memory for the list, veto the current session at least (no allocation needed).
+      sessions.clear();
+    }
+    if (sessions.empty()) {
+      const SSL_SESSION* current = SSL_get_session(ssl_.get());
+      state_->sink->veto(*state_->key, std::span<const SSL_SESSION* const>(&current, current != nullptr ? 1 : 0));
+    } else {
+      state_->sink->veto(*state_->key, sessions);
+    }
+    state_->filed.clear();
+  }
+  /// Whether `veto_caching` was called on this connection.
+  [[nodiscard]] bool caching_vetoed() const noexcept { return state_->vetoed; }
+
+ private:
+  void apply_server_name(std::string_view host) {
     std::string name(host);
     if (name.empty()) {
       throw_error(errc::invalid_argument, "set_server_name", "empty host name");
@@ -140,6 +246,8 @@ template <class Ctx> class Client {
     state_->requested_server_name = ip ? std::string() : name;
     state_->peer_name = std::move(name);
   }
+
+ public:
   /// The SNI this connection asks for (empty if none).
   [[nodiscard]] std::string_view requested_server_name() const noexcept { return state_->requested_server_name; }
   /// The name given to `set_server_name` (host name or IP literal; empty if none).
@@ -197,6 +305,7 @@ template <class Ctx> class Client {
   IoStatus connect() {
     const int r = SSL_connect(ssl_.get());
     if (r == 1) {
+      detail::report_full_handshake(ssl_.get(), *state_);
       return IoStatus::done;
     }
     return io_status(r, "SSL_connect");

@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -28,6 +29,7 @@
 
 #include "tlsresume/error.hpp"
 #include "tlsresume/handle.hpp"
+#include "tlsresume/peer_key.hpp"
 #include "tlsresume/session.hpp"
 
 namespace tlsresume {
@@ -44,10 +46,45 @@ inline ContextId next_context_id() noexcept {
   return ContextId{counter.fetch_add(1, std::memory_order_relaxed) + 1};
 }
 
+/// Where a connection files the sessions it receives: the type-erased side of a
+/// `SessionCache`, shared (`std::shared_ptr`) by the cache and each connection started with
+/// `Client::resume_from`, so a callback that runs after the cache is gone finds nothing to call.
+/// Every function is called from inside OpenSSL callbacks or noexcept paths: none may throw.
+struct CacheSink {
+  using time_point = std::chrono::system_clock::time_point;
+  CacheSink() = default;
+  CacheSink(const CacheSink&) = delete;
+  CacheSink& operator=(const CacheSink&) = delete;
+  virtual ~CacheSink() = default;
+  /// Files `session` (a reference the sink takes over) received on a connection to `key` of the
+  /// context `id`; `original` is the full handshake that started the resumption chain, if the
+  /// connection was resumed. Returns whether it was stored.
+  virtual bool file(const PeerKey& key, Handle<SSL_SESSION> session, ContextId id,
+                    std::optional<time_point> original) noexcept = 0;
+  /// Removes `session` if stored (OpenSSL's remove callback). `key_hash` (0 = unknown) says
+  /// where to look first.
+  virtual bool invalidate(const SSL_SESSION* session, std::size_t key_hash) noexcept = 0;
+  /// A full handshake with `key` completed at `version` (drops a TLS 1.2 session after TLS 1.3).
+  virtual void full_handshake(const PeerKey& key, ProtocolVersion version) noexcept = 0;
+  /// The caller vetoed a connection to `key`: removes `sessions` (counted once as a veto).
+  virtual std::size_t veto(const PeerKey& key, std::span<const SSL_SESSION* const> sessions) noexcept = 0;
+};
+
 /// Counters a context keeps; read with `Context::stats()`.
 struct ContextCounters {
-  std::atomic<std::uint64_t> sessions_received{0};  ///< new-session callbacks
-  std::atomic<std::uint64_t> sessions_removed{0};   ///< remove-session callbacks
+  std::atomic<std::uint64_t> sessions_received{0};    ///< new-session callbacks
+  std::atomic<std::uint64_t> sessions_removed{0};     ///< remove-session callbacks
+  std::atomic<std::uint64_t> sessions_unverified{0};  ///< not kept: the handshake's verification failed
+  std::atomic<std::uint64_t> sessions_vetoed{0};      ///< not kept: the connection was vetoed
+};
+
+/// What the context records of its configuration for `PeerKey`s: the settings OpenSSL 3.0
+/// cannot read back (ALPN list, policy id) and the fingerprint, recomputed lazily after a change.
+struct ContextConfig {
+  std::vector<std::string> alpn;           // offered ALPN list, as set through Context
+  std::string policy_id;                   // names settings made outside our API
+  std::optional<ConfigFingerprint> fingerprint;  // nullopt: to be recomputed
+  std::uint64_t generation = 0;            // bumped by every change
 };
 
 /// The state behind every copy of one `Context`, owned by the `SSL_CTX`'s ex_data.
@@ -59,14 +96,33 @@ struct ContextState {
   std::mutex mutex;                               // guards `recent` and `max_recent` only
   std::deque<Handle<SSL_SESSION>> recent;         // newest first; one reference each
   std::size_t max_recent = 8;
+  mutable std::mutex config_mutex;                // guards `config` only
+  ContextConfig config;
 };
 
-/// Per-connection state, owned by the `SSL`'s ex_data.
+/// Per-connection state, owned by the `SSL`'s ex_data. Used by the thread driving the `SSL`.
 struct ClientState {
   std::string requested_server_name;  // SNI
   std::string peer_name;              // host name or IP literal
   std::atomic<std::size_t> sessions_received{0};
+  // Set by `Client::resume_from`: received sessions are filed into `sink` under `key`.
+  std::shared_ptr<CacheSink> sink;
+  std::optional<PeerKey> key;
+  std::optional<std::chrono::system_clock::time_point> original_full_handshake;  // of the session offered
+  std::vector<Handle<SSL_SESSION>> filed;  // what this connection filed, for `veto_caching`
+  bool vetoed = false;
+  bool full_handshake_reported = false;
 };
+
+/// Reports a completed full (not resumed) handshake of a connection attached to a cache, once.
+inline void report_full_handshake(SSL* ssl, ClientState& client) noexcept {
+  if (client.full_handshake_reported || !client.sink || !client.key || SSL_is_init_finished(ssl) != 1 ||
+      SSL_session_reused(ssl) == 1) {
+    return;
+  }
+  client.full_handshake_reported = true;
+  client.sink->full_handshake(*client.key, static_cast<ProtocolVersion>(SSL_version(ssl)));
+}
 
 inline int context_state_index() {
   static const int index = [] {
@@ -129,13 +185,41 @@ inline int on_new_session(SSL* ssl, SSL_SESSION* session) noexcept {
     }
     state->counters.sessions_received.fetch_add(1, std::memory_order_relaxed);
     ClientState* client = client_state(ssl);
-    // Not yet published: the only moment we write to the session (our own ex_data).
-    session_backend<SSL_SESSION>::set_info(
-        session, client != nullptr ? SessionInfo{client->requested_server_name, client->peer_name} : SessionInfo{});
+    SessionInfo info;
     if (client != nullptr) {
       client->sessions_received.fetch_add(1, std::memory_order_relaxed);
+      info.requested_server_name = client->requested_server_name;
+      info.peer_name = client->peer_name;
+      if (client->sink && client->key) {
+        info.sink = client->sink;
+        info.key_hash = client->key->hash();
+      }
     }
+    // Not yet published: the only moment we write to the session (our own ex_data).
+    session_backend<SSL_SESSION>::set_info(session, std::move(info));
     if (SSL_SESSION_is_resumable(session) != 1) {
+      return 0;
+    }
+    if (client != nullptr && client->vetoed) {
+      state->counters.sessions_vetoed.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
+    // Resumption skips certificate verification: keep only what a verified handshake made. This
+    // also refuses a handshake completed despite a failed verification (a verify callback that
+    // returned 1, or SSL_VERIFY_NONE). A resumed connection inherits its session's result.
+    if (SSL_get_verify_result(ssl) != X509_V_OK) {
+      state->counters.sessions_unverified.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
+    if (client != nullptr && client->sink && client->key) {
+      report_full_handshake(ssl, *client);  // before filing: a TLS 1.3 ticket may supersede TLS 1.2
+      client->filed.reserve(client->filed.size() + 1);
+      auto mine = Handle<SSL_SESSION>::share(session);
+      const bool reused = SSL_session_reused(ssl) == 1;
+      if (client->sink->file(*client->key, Handle<SSL_SESSION>::share(session), state->id,
+                             reused ? client->original_full_handshake : std::nullopt)) {
+        client->filed.push_back(std::move(mine));
+      }
       return 0;
     }
     auto ref = Handle<SSL_SESSION>::share(session);
@@ -162,6 +246,15 @@ inline void on_remove_session(SSL_CTX* ctx, SSL_SESSION* session) noexcept {
     return;
   }
   state->counters.sessions_removed.fetch_add(1, std::memory_order_relaxed);
+  try {
+    if (const auto* info = static_cast<const SessionInfo*>(SSL_SESSION_get_ex_data(session, session_info_index()))) {
+      if (auto sink = info->sink.lock()) {
+        sink->invalidate(session, info->key_hash);
+      }
+    }
+  } catch (...) {
+    ERR_clear_error();
+  }
   Handle<SSL_SESSION> victim;
   {
     std::lock_guard lock(state->mutex);
@@ -205,8 +298,10 @@ template <class Tag> ContextState* attach_context_state(SSL_CTX* ctx) {
 
 /// What a context has seen; all values count since the context was created.
 struct ContextStats {
-  std::uint64_t sessions_received = 0;  ///< sessions OpenSSL handed to the new-session callback
-  std::uint64_t sessions_removed = 0;   ///< sessions OpenSSL invalidated (remove callback)
+  std::uint64_t sessions_received = 0;    ///< sessions OpenSSL handed to the new-session callback
+  std::uint64_t sessions_removed = 0;     ///< sessions OpenSSL invalidated (remove callback)
+  std::uint64_t sessions_unverified = 0;  ///< received but not kept: certificate verification had failed
+  std::uint64_t sessions_vetoed = 0;      ///< received but not kept: `Client::veto_caching` was called
   std::size_t recent_sessions = 0;      ///< sessions currently kept by the context
 };
 
@@ -258,20 +353,26 @@ template <class Tag> class Context {
         SSL_CTX_set_max_proto_version(ctx_.get(), static_cast<int>(max)) != 1) {
       throw_openssl_error("SSL_CTX_set_{min,max}_proto_version");
     }
+    configuration_changed();
   }
   /// `SSL_CTX_set_verify(SSL_VERIFY_PEER or SSL_VERIFY_NONE)`.
-  void set_verify_peer(bool on) { SSL_CTX_set_verify(ctx_.get(), on ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr); }
+  void set_verify_peer(bool on) {
+    SSL_CTX_set_verify(ctx_.get(), on ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+    configuration_changed();
+  }
   /// Trusts `cert` (`X509_STORE_add_cert`, which takes its own reference; the caller keeps theirs).
   void add_trusted_certificate(X509* cert) {
     if (cert == nullptr || X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx_.get()), cert) != 1) {
       throw_openssl_error("X509_STORE_add_cert");
     }
+    configuration_changed();
   }
   /// Trusts the PEM certificates of `path` (`SSL_CTX_load_verify_file`).
   void load_verify_file(const std::string& path) {
     if (SSL_CTX_load_verify_file(ctx_.get(), path.c_str()) != 1) {
       throw_openssl_error("SSL_CTX_load_verify_file(" + path + ")");
     }
+    configuration_changed();
   }
   /// Presents `cert` with `key` as the client certificate (`SSL_CTX_use_certificate`,
   /// `SSL_CTX_use_PrivateKey`, `SSL_CTX_check_private_key`; each takes its own reference).
@@ -280,21 +381,91 @@ template <class Tag> class Context {
         SSL_CTX_check_private_key(ctx_.get()) != 1) {
       throw_openssl_error("use_client_certificate");
     }
+    configuration_changed();
   }
-  /// Offers ALPN protocols, in preference order (`SSL_CTX_set_alpn_protos`).
+  /// Offers ALPN protocols, in preference order (`SSL_CTX_set_alpn_protos`), and records them
+  /// for `key_for` (OpenSSL 3.0 cannot read them back). An empty list offers none.
   void set_alpn_protocols(std::initializer_list<std::string_view> protocols) {
+    set_alpn_protocols(std::span<const std::string_view>(protocols.begin(), protocols.size()));
+  }
+  /// As above, from any contiguous list.
+  void set_alpn_protocols(std::span<const std::string_view> protocols) {
     std::string wire;
+    std::vector<std::string> list;
     for (std::string_view p : protocols) {
+      list.emplace_back(p);
       if (p.empty() || p.size() > 255) {
         throw_error(errc::invalid_argument, "set_alpn_protocols", "each protocol must be 1..255 bytes");
       }
       wire += static_cast<char>(p.size());
       wire += p;
     }
-    if (SSL_CTX_set_alpn_protos(ctx_.get(), reinterpret_cast<const unsigned char*>(wire.data()),
+    if (SSL_CTX_set_alpn_protos(ctx_.get(), wire.empty() ? nullptr : reinterpret_cast<const unsigned char*>(wire.data()),
                                 static_cast<unsigned int>(wire.size())) != 0) {
       throw_openssl_error("SSL_CTX_set_alpn_protos");
     }
+    std::lock_guard lock(state_->config_mutex);
+    state_->config.alpn = std::move(list);
+  }
+  /// The ALPN list recorded by `set_alpn_protocols` (empty if none).
+  [[nodiscard]] std::vector<std::string> alpn_protocols() const {
+    std::lock_guard lock(state_->config_mutex);
+    return state_->config.alpn;
+  }
+
+  /// Names the settings of this context that OpenSSL 3.0 cannot read back and that were made
+  /// outside this API (groups, signature algorithms, which verify callback, a CA directory; see
+  /// peer_key.hpp). The id joins the fingerprint: change it whenever such a setting changes.
+  void set_policy_id(std::string_view id) {
+    std::lock_guard lock(state_->config_mutex);
+    state_->config.policy_id = std::string(id);
+    state_->config.fingerprint.reset();
+    ++state_->config.generation;
+  }
+  [[nodiscard]] std::string policy_id() const {
+    std::lock_guard lock(state_->config_mutex);
+    return state_->config.policy_id;
+  }
+
+  /// The configuration fingerprint (`ConfigFingerprint::of(native_handle(), policy_id())`),
+  /// computed on first use after a change made through this class and then kept: it hashes
+  /// every trusted certificate, far too costly per connection. After changing the `SSL_CTX`
+  /// through `native_handle()`, call `refresh_fingerprint()`.
+  [[nodiscard]] ConfigFingerprint fingerprint() const {
+    std::uint64_t generation = 0;
+    std::string policy;
+    {
+      std::lock_guard lock(state_->config_mutex);
+      if (state_->config.fingerprint) {
+        return *state_->config.fingerprint;
+      }
+      generation = state_->config.generation;
+      policy = state_->config.policy_id;
+    }
+    // Computed without our lock held (~0.4 ms with the system trust store); kept only if no
+    // change happened meanwhile.
+    ConfigFingerprint computed = ConfigFingerprint::of(ctx_.get(), policy);
+    std::lock_guard lock(state_->config_mutex);
+    if (state_->config.generation == generation) {
+      state_->config.fingerprint = computed;
+    }
+    return computed;
+  }
+  /// Recomputes the fingerprint now: call after any change made through `native_handle()`
+  /// (trust store, verify settings, client certificate, options, ciphers). Sessions filed under
+  /// the old fingerprint stay in the cache but are no longer found by new keys.
+  void refresh_fingerprint() {
+    configuration_changed();
+    (void)fingerprint();
+  }
+
+  /// The cache key of a connection to `host`:`port` under this context's current configuration:
+  /// `PeerKey::make(host, port, fingerprint(), alpn_protocols(), connection_policy_id)`. Give
+  /// `connection_policy_id` when the connection's `SSL` gets settings of its own beyond the
+  /// server name and ALPN that `Client::resume_from` sets. Throws as `PeerKey::make` does.
+  [[nodiscard]] PeerKey key_for(std::string_view host, std::uint16_t port, std::string_view connection_policy_id = {}) const {
+    const ConfigFingerprint config = fingerprint();
+    return PeerKey::make(host, port, config, alpn_protocols(), connection_policy_id);
   }
 
   /// Binds an unbound session (e.g. parsed from DER) to this context. The result is a new
@@ -316,9 +487,10 @@ template <class Tag> class Context {
   template <class Ptr> [[nodiscard]] session_type copy_session(const Session<Ptr>& session) const {
     const SecretBytes der = session.to_der();
     auto copy = session_type::adopt({detail::session_backend<SSL_SESSION>::from_der(der), id()});
-    detail::session_backend<SSL_SESSION>::set_info(
-        copy.native_handle(),
-        detail::SessionInfo{std::string(session.requested_server_name()), std::string(session.peer_name())});
+    detail::SessionInfo info;
+    info.requested_server_name = session.requested_server_name();
+    info.peer_name = session.peer_name();
+    detail::session_backend<SSL_SESSION>::set_info(copy.native_handle(), std::move(info));
     return copy;
   }
   /// Wraps a raw session that the caller knows was received on this context's connections:
@@ -383,12 +555,20 @@ template <class Tag> class Context {
     ContextStats s;
     s.sessions_received = state_->counters.sessions_received.load(std::memory_order_relaxed);
     s.sessions_removed = state_->counters.sessions_removed.load(std::memory_order_relaxed);
+    s.sessions_unverified = state_->counters.sessions_unverified.load(std::memory_order_relaxed);
+    s.sessions_vetoed = state_->counters.sessions_vetoed.load(std::memory_order_relaxed);
     std::lock_guard lock(state_->mutex);
     s.recent_sessions = state_->recent.size();
     return s;
   }
 
  private:
+  void configuration_changed() {
+    std::lock_guard lock(state_->config_mutex);
+    state_->config.fingerprint.reset();
+    ++state_->config.generation;
+  }
+
   explicit Context(detail::Handle<SSL_CTX> ctx) : ctx_(std::move(ctx)) {
     if (!ctx_) {
       throw_error(errc::invalid_argument, "Context", "null SSL_CTX");

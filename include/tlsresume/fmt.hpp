@@ -3,11 +3,15 @@
 //   fmt::format("{}", ProtocolVersion::tls1_3)       -> "TLSv1.3"
 //   fmt::format("{}", session)                        -> "TLSv1.3 TLS_AES_256_GCM_SHA384 ticket resumable"
 //   fmt::format("{}", ContextId{7})                   -> "ctx#7"
+//   fmt::format("{}", cache.stats())                  -> "hits=997 misses=3 stored=2003 ... sessions=6 peers=3 bytes=14022"
+//   fmt::format("{}", ctx.stats())                    -> "received=2003 removed=0 unverified=0 vetoed=0 recent=0"
 
 #include <fmt/format.h>
 
 #include <string_view>
 
+#include "tlsresume/cache.hpp"
+#include "tlsresume/context.hpp"
 #include "tlsresume/session.hpp"
 
 template <> struct fmt::formatter<tlsresume::ProtocolVersion> : fmt::formatter<std::string_view> {
@@ -38,5 +42,24 @@ template <class Ptr> struct fmt::formatter<tlsresume::Session<Ptr>> : fmt::forma
       out = fmt::format_to(out, " alpn={}", s.alpn());
     }
     return out;
+  }
+};
+
+/// Every counter of a `SessionCache`, as `name=value` pairs in `CacheStats` order.
+template <> struct fmt::formatter<tlsresume::CacheStats> : fmt::formatter<std::string_view> {
+  template <class FormatContext> auto format(const tlsresume::CacheStats& s, FormatContext& ctx) const {
+    return fmt::format_to(ctx.out(),
+                          "hits={} misses={} stored={} refused={} taken={} reused={} expired={} evicted={} "
+                          "superseded={} invalidated={} erased={} vetoed={} sessions={} peers={} bytes={}",
+                          s.hits, s.misses, s.stored, s.refused, s.taken, s.reused, s.expired, s.evicted, s.superseded,
+                          s.invalidated, s.erased, s.vetoed, s.sessions, s.peers, s.bytes);
+  }
+};
+
+/// The counters of a `Context`.
+template <> struct fmt::formatter<tlsresume::ContextStats> : fmt::formatter<std::string_view> {
+  template <class FormatContext> auto format(const tlsresume::ContextStats& s, FormatContext& ctx) const {
+    return fmt::format_to(ctx.out(), "received={} removed={} unverified={} vetoed={} recent={}", s.sessions_received,
+                          s.sessions_removed, s.sessions_unverified, s.sessions_vetoed, s.recent_sessions);
   }
 };

@@ -93,9 +93,13 @@ template <class Tag, class T> struct session_ptr_traits<Bound<Tag, T*>> {
 
 /// What tlsresume records on a session beyond OpenSSL's own fields (kept in the session's
 /// ex_data, so it travels with the `SSL_SESSION` object and is copied by `SSL_SESSION_dup`).
+struct CacheSink;  // context.hpp: where a connection files the sessions it receives
+
 struct SessionInfo {
   std::string requested_server_name;  // the SNI sent (empty for an IP literal)
   std::string peer_name;              // the host name or IP literal given to set_server_name
+  std::weak_ptr<CacheSink> sink;      // the cache this session was filed into by its connection
+  std::size_t key_hash = 0;           // PeerKey::hash() it was filed under (if `sink` was set)
 };
 
 inline int session_info_index() {

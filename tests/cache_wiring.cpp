@@ -784,3 +784,77 @@ TEMPLATE_TEST_CASE("threads share one context and one cache: tickets never go to
   CHECK(resumed >= threads * per_thread * 9 / 10);
   check_invariant(s);
 }
+
+TEST_CASE("imported sessions wait under their key id until a connection for that key claims them",
+          "[wiring][import]") {
+  for (Mode mode : {Mode::tls13, Mode::tls12_tickets}) {
+    INFO(test::to_string(mode));
+    LocalServer server(test::server_options(mode));
+    auto ctx = test::client_context_for(server);
+    const PeerKey key = ctx.key_for("localhost", 443);
+    const PeerKey other = ctx.key_for("localhost", 8443);
+    // Sessions exported from one cache ...
+    Cache source;
+    require_full(connect_with(ctx, source, server, key));
+    std::vector<std::pair<tlsresume::BoundSession<TagA>, Cache::time_point>> exported;
+    source.for_each([&](const PeerKey&, const tlsresume::BoundSession<TagA>& s, Cache::time_point original) {
+      exported.emplace_back(ctx.copy_session(s), original);  // distinct objects, as a file load makes
+    });
+    REQUIRE_FALSE(exported.empty());
+    // ... imported into another one under their key id (HMAC-SHA-256 under a salt).
+    tlsresume::KeyIdSecret salt;
+    salt.bytes[0] = std::byte{42};
+    Cache cache;
+    for (auto& [session, original] : exported) {
+      CHECK(cache.import(salt, tlsresume::key_id(salt, key), session, original));
+    }
+    auto s = cache.stats();
+    CHECK(s.imported == exported.size());
+    CHECK(s.pending == exported.size());
+    CHECK(s.sessions == 0);
+    std::size_t visited = 0;
+    cache.for_each_import([&](const tlsresume::KeyIdSecret& secret, const tlsresume::KeyId& id, const auto&, auto) {
+      ++visited;
+      CHECK(secret == salt);
+      CHECK(id == tlsresume::key_id(salt, key));
+    });
+    CHECK(visited == exported.size());
+
+    // Another key's id does not claim them: a full handshake.
+    require_full(connect_with(ctx, cache, server, other));
+    CHECK(cache.stats().pending == exported.size());
+    // The key itself claims them all, and resumes (the server confirms).
+    require_resumed(connect_with(ctx, cache, server, key));
+    s = cache.stats();
+    CHECK(s.claimed == exported.size());
+    CHECK(s.pending == 0);
+    CHECK(s.imported == s.claimed + s.import_dropped + s.pending);
+    check_invariant(s);
+
+    // clear() drops waiting imports too.
+    CHECK(cache.import(salt, tlsresume::key_id(salt, other), ctx.copy_session(exported.front().first),
+                       exported.front().second));
+    cache.clear();
+    s = cache.stats();
+    CHECK(s.pending == 0);
+    CHECK(s.import_dropped == 1);
+    CHECK(s.imported == s.claimed + s.import_dropped + s.pending);
+  }
+}
+
+TEST_CASE("key ids differ per secret and per key, and hold no host name", "[wiring][import]") {
+  auto ctx = CtxA::create();
+  tlsresume::KeyIdSecret a;
+  tlsresume::KeyIdSecret b;
+  b.bytes[31] = std::byte{1};
+  const PeerKey k1 = ctx.key_for("localhost", 443);
+  const PeerKey k2 = ctx.key_for("localhost", 444);
+  CHECK(tlsresume::key_id(a, k1) == tlsresume::key_id(a, ctx.key_for("LOCALHOST.", 443)));
+  CHECK(tlsresume::key_id(a, k1) != tlsresume::key_id(b, k1));
+  CHECK(tlsresume::key_id(a, k1) != tlsresume::key_id(a, k2));
+  const auto id = tlsresume::key_id(a, k1);
+  const std::string bytes(reinterpret_cast<const char*>(id.data()), id.size());
+  CHECK(bytes.find("localhost") == std::string::npos);
+  CHECK(k1.encode().find("localhost") != std::string::npos);  // the input did hold it
+  REQUIRE_ERROR_QUEUE_EMPTY();
+}

@@ -186,9 +186,13 @@ TEST_CASE("fmt: CacheStats and ContextStats print every counter by name", "[fmt]
   s.sessions = 13;
   s.peers = 14;
   s.bytes = 15;
+  s.imported = 16;
+  s.claimed = 17;
+  s.import_dropped = 18;
+  s.pending = 19;
   CHECK(fmt::format("{}", s) ==
         "hits=1 misses=2 stored=3 refused=4 taken=5 reused=6 expired=7 evicted=8 superseded=9 invalidated=10 "
-        "erased=11 vetoed=12 sessions=13 peers=14 bytes=15");
+        "erased=11 vetoed=12 sessions=13 peers=14 bytes=15 imported=16 claimed=17 import_dropped=18 pending=19");
   tlsresume::ContextStats c;
   c.sessions_received = 21;
   c.sessions_removed = 22;

@@ -176,6 +176,12 @@ struct CacheStats {
   std::size_t sessions = 0;       ///< sessions currently stored (TLS 1.3 tickets + TLS 1.2 sessions)
   std::size_t peers = 0;          ///< peers currently holding at least one session
   std::size_t bytes = 0;          ///< approximate memory held: DER length of each session + overheads
+  // Imports (persistence): sessions read from a file wait under their `KeyId` until a `take` for
+  // a key with that id claims them (then they are `put`); imported == claimed + import_dropped + pending.
+  std::uint64_t imported = 0;        ///< sessions accepted by `import`
+  std::uint64_t claimed = 0;         ///< imports moved into the store by a `take` for their key
+  std::uint64_t import_dropped = 0;  ///< imports dropped unclaimed: expired, not resumable, `clear()`
+  std::size_t pending = 0;           ///< imports waiting to be claimed
 };
 
 /// What `SessionCache::take_with_origin` hands out: the session and the time of the full
@@ -440,6 +446,9 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
 
   /// As `take`, with the time of the full handshake that started the session's resumption chain.
   [[nodiscard]] std::optional<TakenSession<Tag>> take_with_origin(const PeerKey& key) {
+    if (pending_.load(std::memory_order_acquire) > 0) {
+      claim_imports(key);
+    }
     std::vector<session_type> victims;
     const time_point now = clock_now();
     Shard& shard = shard_for(key);
@@ -449,6 +458,69 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
     ++(out ? shard.counters.hits : shard.counters.misses);
     return out;
   }
+
+  /// Adds a session read from a file, filed under `id` = `key_id(secret, key)` of a key the
+  /// cache cannot reconstruct (the file does not hold keys in clear). It waits until a `take`
+  /// for a key whose id under `secret` is `id` claims it: then it is `put` under that key, with
+  /// `original` as its original full handshake. Takes over `session`'s reference. Returns false
+  /// (and releases it) if it is not resumable, already expired by the rules of `put`, dated in
+  /// the future, or if `max_pending_imports` imports are waiting.
+  bool import(const KeyIdSecret& secret, const KeyId& id, session_type session, time_point original) {
+    if (!session) {
+      return false;
+    }
+    const time_point now = clock_now();
+    const auto facts = detail::session_facts(session.native_handle(), original);
+    const auto in_future = [now](time_point t) { return t > now && t - now > max_clock_skew; };
+    if (!facts.resumable || facts.expires <= now || in_future(facts.created) || in_future(facts.original)) {
+      return false;
+    }
+    std::lock_guard lock(imports_mutex_);
+    if (import_counters_.pending >= max_pending_imports) {
+      return false;  // `session` is released after `lock`
+    }
+    auto group = std::find_if(imports_.begin(), imports_.end(), [&](const ImportGroup& g) { return g.secret == secret; });
+    if (group == imports_.end()) {
+      imports_.push_back(ImportGroup{secret, {}});
+      group = std::prev(imports_.end());
+    }
+    group->entries[id].push_back(Pending{std::move(session), facts.original, facts.expires});
+    ++import_counters_.imported;
+    ++import_counters_.pending;
+    pending_.store(import_counters_.pending, std::memory_order_release);
+    return true;
+  }
+
+  /// Visits every waiting import as `f(const KeyIdSecret&, const KeyId&, const session_type&,
+  /// time_point original_full_handshake)`, on a snapshot; `f` runs with no lock held.
+  template <class F> void for_each_import(F&& f) const {
+    struct Item {
+      KeyIdSecret secret;
+      KeyId id;
+      session_type session;
+      time_point original;
+    };
+    const time_point now = clock_now();
+    std::vector<Item> items;
+    {
+      std::lock_guard lock(imports_mutex_);
+      for (const ImportGroup& g : imports_) {
+        for (const auto& [id, list] : g.entries) {
+          for (const Pending& p : list) {
+            if (p.expires > now) {
+              items.push_back(Item{g.secret, id, p.session, p.original});
+            }
+          }
+        }
+      }
+    }
+    for (const Item& item : items) {
+      std::invoke(f, item.secret, item.id, item.session, item.original);
+    }
+  }
+
+  /// At most this many imports wait at once.
+  static constexpr std::size_t max_pending_imports = max_peers * (max_tickets_per_peer + 1);
 
   /// For OpenSSL's remove callback (`SSL_CTX_sess_set_remove_cb`: unclean close, ticket used):
   /// removes `session` wherever it is stored (`invalidated`), found through the native-pointer
@@ -510,13 +582,19 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
       std::lock_guard lock(shard.mutex);
       shard.clear(victims);
     }
+    std::vector<ImportGroup> dropped;  // released after the lock
+    std::lock_guard lock(imports_mutex_);
+    import_counters_.import_dropped += import_counters_.pending;
+    import_counters_.pending = 0;
+    pending_.store(0, std::memory_order_release);
+    dropped.swap(imports_);
   }
 
   /// Removes every expired (`expired`) or no longer resumable (`invalidated`) session, shard by
   /// shard; returns how many. Released after unlocking.
   std::size_t purge_expired() {
     const time_point now = clock_now();
-    std::size_t removed = 0;
+    std::size_t removed = purge_imports(now);
     for (Shard& shard : shards_) {
       std::vector<session_type> victims;
       std::lock_guard lock(shard.mutex);
@@ -583,6 +661,11 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
       total.peers += shard.peers.size();
       total.bytes += c.bytes;
     }
+    std::lock_guard lock(imports_mutex_);
+    total.imported = import_counters_.imported;
+    total.claimed = import_counters_.claimed;
+    total.import_dropped = import_counters_.import_dropped;
+    total.pending = import_counters_.pending;
     return total;
   }
 
@@ -843,6 +926,64 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
 
   Shard& shard_for(const PeerKey& key) noexcept { return shards_[shard_of(key)]; }
 
+  struct Pending {
+    session_type session;
+    time_point original;
+    time_point expires;
+  };
+  struct ImportGroup {
+    KeyIdSecret secret;
+    std::unordered_map<KeyId, std::vector<Pending>, detail::KeyIdHash> entries;  // oldest first
+  };
+
+  // Moves the imports filed under `key`'s id (in each group) into the store.
+  void claim_imports(const PeerKey& key) {
+    std::vector<Pending> found;
+    {
+      std::lock_guard lock(imports_mutex_);
+      for (ImportGroup& g : imports_) {
+        auto it = g.entries.find(key_id(g.secret, key));
+        if (it == g.entries.end()) {
+          continue;
+        }
+        for (Pending& p : it->second) {
+          found.push_back(std::move(p));
+        }
+        g.entries.erase(it);
+      }
+      import_counters_.claimed += found.size();
+      import_counters_.pending -= found.size();
+      pending_.store(import_counters_.pending, std::memory_order_release);
+    }
+    for (Pending& p : found) {  // oldest first: the newest ticket ends at the front
+      (void)put(key, std::move(p.session), PutOptions{p.original});
+    }
+  }
+
+  std::size_t purge_imports(time_point now) {
+    std::vector<session_type> victims;  // released after the lock
+    std::lock_guard lock(imports_mutex_);
+    for (ImportGroup& g : imports_) {
+      for (auto it = g.entries.begin(); it != g.entries.end();) {
+        auto& list = it->second;
+        for (auto p = list.begin(); p != list.end();) {
+          if (p->expires <= now || SSL_SESSION_is_resumable(p->session.native_handle()) != 1) {
+            victims.push_back(std::move(p->session));
+            p = list.erase(p);
+          } else {
+            ++p;
+          }
+        }
+        it = list.empty() ? g.entries.erase(it) : std::next(it);
+      }
+    }
+    std::erase_if(imports_, [](const ImportGroup& g) { return g.entries.empty(); });
+    import_counters_.import_dropped += victims.size();
+    import_counters_.pending -= victims.size();
+    pending_.store(import_counters_.pending, std::memory_order_release);
+    return victims.size();
+  }
+
   bool invalidate_in(Shard& shard, const SSL_SESSION* session) noexcept {
     std::optional<session_type> victim;  // declared before the lock: released after it
     std::lock_guard lock(shard.mutex);
@@ -855,6 +996,10 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
 
   std::array<Shard, shard_count> shards_;
   std::atomic<std::uint64_t> context_{0};  // the ContextId served through `Client::resume_from`
+  mutable std::mutex imports_mutex_;        // guards imports_ and import_counters_
+  std::vector<ImportGroup> imports_;
+  CacheStats import_counters_;              // imported, claimed, import_dropped, pending only
+  std::atomic<std::size_t> pending_{0};     // import_counters_.pending, readable without the lock
 };
 
 }  // namespace detail
@@ -940,6 +1085,14 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
   void for_each(F&& f) const {
     core_->for_each(std::forward<F>(f));
   }
+  /// Adds a session read from a file under its key id (see persist.hpp); it is claimed by the
+  /// first `take` for a key with that id. Takes over `session`'s reference; false if refused.
+  bool import(const KeyIdSecret& secret, const KeyId& id, session_type session, time_point original) {
+    return core_->import(secret, id, std::move(session), original);
+  }
+  /// Visits every import still waiting to be claimed, as
+  /// `f(const KeyIdSecret&, const KeyId&, const session_type&, time_point original)`.
+  template <class F> void for_each_import(F&& f) const { core_->for_each_import(std::forward<F>(f)); }
   /// A snapshot of the counters and sizes, summed over shards.
   [[nodiscard]] CacheStats stats() const { return core_->stats(); }
   /// The shard `key` belongs to (always 0 without sharding); for tests and diagnostics.

@@ -50,9 +50,11 @@ template <> struct fmt::formatter<tlsresume::CacheStats> : fmt::formatter<std::s
   template <class FormatContext> auto format(const tlsresume::CacheStats& s, FormatContext& ctx) const {
     return fmt::format_to(ctx.out(),
                           "hits={} misses={} stored={} refused={} taken={} reused={} expired={} evicted={} "
-                          "superseded={} invalidated={} erased={} vetoed={} sessions={} peers={} bytes={}",
+                          "superseded={} invalidated={} erased={} vetoed={} sessions={} peers={} bytes={} "
+                          "imported={} claimed={} import_dropped={} pending={}",
                           s.hits, s.misses, s.stored, s.refused, s.taken, s.reused, s.expired, s.evicted, s.superseded,
-                          s.invalidated, s.erased, s.vetoed, s.sessions, s.peers, s.bytes);
+                          s.invalidated, s.erased, s.vetoed, s.sessions, s.peers, s.bytes, s.imported, s.claimed,
+                          s.import_dropped, s.pending);
   }
 };
 

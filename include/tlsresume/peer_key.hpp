@@ -267,6 +267,7 @@ class ConfigFingerprint {
   static ConfigFingerprint of(SSL_CTX* ctx, std::string_view policy_id = {}) {
     ConfigFingerprint f;
     f.digest_ = detail::sha256(encode(ctx, policy_id));
+    f.client_identity_ = SSL_CTX_get0_certificate(ctx) != nullptr || SSL_CTX_get_client_cert_cb(ctx) != nullptr;
     return f;
   }
 
@@ -408,11 +409,16 @@ class ConfigFingerprint {
   }
   /// True unless this is the default (all-zero, "unknown configuration") fingerprint.
   [[nodiscard]] bool known() const noexcept { return digest_ != detail::Sha256{}; }
+  /// Whether the configuration presents a client certificate (`SSL_CTX_get0_certificate`) or
+  /// may (`SSL_CTX_get_client_cert_cb`): its sessions carry a client identity, which
+  /// persistence does not save unless asked to.
+  [[nodiscard]] bool has_client_identity() const noexcept { return client_identity_; }
 
   friend bool operator==(const ConfigFingerprint&, const ConfigFingerprint&) = default;
 
  private:
   detail::Sha256 digest_{};
+  bool client_identity_ = false;
 };
 
 namespace detail {
@@ -612,7 +618,13 @@ class PeerKey {
  private:
   PeerKey() = default;
 
-  std::size_t compute_hash() const {
+  std::size_t compute_hash() const { return std::hash<std::string_view>{}(encode()); }
+
+ public:
+  /// The canonical encoding of every field (domain string "tlsresume/peer-key/v1", then host,
+  /// IP flag, port, ALPN list, fingerprint digest, policy id, each length-prefixed): equal keys
+  /// have equal encodings. Persistence hashes it with HMAC-SHA-256 into a key id. No secrets.
+  [[nodiscard]] std::string encode() const {
     detail::CanonicalEncoder e("tlsresume/peer-key/v1");
     e.bytes(host_);
     e.u64(is_ip_ ? 1 : 0);
@@ -623,9 +635,10 @@ class PeerKey {
     }
     e.bytes(config_.digest());
     e.bytes(policy_id_);
-    return std::hash<std::string_view>{}(e.str());
+    return e.take();
   }
 
+ private:
   std::string host_;
   bool is_ip_ = false;
   std::uint16_t port_ = 0;
@@ -634,6 +647,42 @@ class PeerKey {
   std::string policy_id_;
   std::size_t hash_ = 0;
 };
+
+/// The 32-byte HMAC key under which `key_id` hashes peer keys: a file's random salt, or a key
+/// derived from an encryption key (persistence). Not a secret when it is a salt.
+struct KeyIdSecret {
+  std::array<std::byte, 32> bytes{};
+  friend bool operator==(const KeyIdSecret&, const KeyIdSecret&) = default;
+};
+
+/// A peer key as persistence stores it: HMAC-SHA-256 of `PeerKey::encode()`.
+using KeyId = std::array<std::byte, 32>;
+
+/// HMAC-SHA-256(`secret`, `key.encode()`) (`EVP_Q_mac`). Throws `Error` if OpenSSL fails.
+inline KeyId key_id(const KeyIdSecret& secret, const PeerKey& key) {
+  const std::string data = key.encode();
+  KeyId out{};
+  std::size_t len = 0;
+  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, secret.bytes.data(), secret.bytes.size(),
+                reinterpret_cast<const unsigned char*>(data.data()), data.size(), reinterpret_cast<unsigned char*>(out.data()), out.size(), &len) == nullptr ||
+      len != out.size()) {
+    throw_openssl_error("EVP_Q_mac(HMAC-SHA256)");
+  }
+  return out;
+}
+
+namespace detail {
+/// Hashes a `KeyId` (already uniformly distributed) for unordered containers.
+struct KeyIdHash {
+  std::size_t operator()(const KeyId& id) const noexcept {
+    std::size_t h = 0;
+    for (std::size_t i = 0; i < sizeof h; ++i) {
+      h = (h << 8) | std::to_integer<std::size_t>(id[i]);
+    }
+    return h;
+  }
+};
+}  // namespace detail
 
 }  // namespace tlsresume
 

@@ -3,7 +3,9 @@
 #
 # Usage: scripts/test.sh [CONFIG...] [-- MESON_TEST_ARGS...]
 #
-#   CONFIG           gcc, clang, asan, tsan (default: $TLSRESUME_CONFIGS, else "gcc clang asan tsan")
+#   CONFIG           gcc, clang, asan, tsan, fuzz (default: $TLSRESUME_CONFIGS, else
+#                    "gcc clang asan tsan fuzz"); fuzz = the libFuzzer target of the sessions
+#                    file loader, run for $TLSRESUME_FUZZ_SECONDS (default 60) seconds
 #   MESON_TEST_ARGS  passed to every `meson test`, e.g. `-- --suite compile-fail`
 #
 # Build directories are build/<config>; they are reused when already
@@ -27,7 +29,7 @@ while (($#)); do
     esac
 done
 if ((${#configs[@]} == 0)); then
-    read -r -a configs <<<"${TLSRESUME_CONFIGS:-gcc clang asan tsan}"
+    read -r -a configs <<<"${TLSRESUME_CONFIGS:-gcc clang asan tsan fuzz}"
 fi
 
 total_pass=0 total_fail=0 total_skip=0
@@ -49,6 +51,9 @@ config_args() {
                            -Dcpp_link_args=-fno-sanitize-recover=all) ;;
         tsan)  cc=clang cxx=clang++ compiler_id=clang
                setup_args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
+        fuzz)  cc=clang cxx=clang++ compiler_id=clang
+               setup_args=(-Dbuildtype=debugoptimized -Dfuzz=true -Db_sanitize=address,undefined
+                           -Db_lundef=false) ;;
         *) return 1 ;;
     esac
 }
@@ -153,21 +158,24 @@ run_config() {
     local cfg=$1 dir=build/$1 rc
     pass=0 fail=0 skip=0
     if ! config_args "$cfg"; then
-        log "$cfg: unknown configuration (expected gcc, clang, asan or tsan)"
+        log "$cfg: unknown configuration (expected gcc, clang, asan, tsan or fuzz)"
         fail=1; return
     fi
     if ! setup_build "$cfg"; then
         log "$cfg: CONFIGURE FAILED"
         fail=1; return
     fi
-    log "$cfg: meson compile -C $dir"
-    if ! meson compile -C "$dir"; then
+    # The fuzz configuration builds and runs its own suite only (the rest runs in asan already).
+    local suite_args=() targets=()
+    [[ "$cfg" == fuzz ]] && suite_args=(--suite fuzz --no-rebuild) targets=(fuzz_load fuzz_seed)
+    log "$cfg: meson compile -C $dir ${targets[*]}"
+    if ! meson compile -C "$dir" "${targets[@]}"; then
         log "$cfg: COMPILE FAILED"
         fail=1; return
     fi
 
     local env_args=()
-    if [[ "$cfg" == asan ]]; then
+    if [[ "$cfg" == asan || "$cfg" == fuzz ]]; then
         env_args=(
             "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
             "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
@@ -178,8 +186,8 @@ run_config() {
     fi
     local testlog=$dir/meson-logs/testlog.json
     rm -f -- "$testlog"
-    log "$cfg: meson test -C $dir --print-errorlogs ${test_args[*]}"
-    env "${env_args[@]}" meson test -C "$dir" --print-errorlogs "${test_args[@]}"
+    log "$cfg: meson test -C $dir --print-errorlogs ${suite_args[*]} ${test_args[*]}"
+    env "${env_args[@]}" meson test -C "$dir" --print-errorlogs "${suite_args[@]}" "${test_args[@]}"
     rc=$?
     local counts
     if ! counts=$(count_results "$testlog") || ! read -r pass fail skip <<<"$counts"; then

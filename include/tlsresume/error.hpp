@@ -27,6 +27,7 @@ enum class errc {
   invalid_argument,      ///< a value outside what the API accepts
   connection_closed,     ///< the peer closed the connection
   handshake_not_done,    ///< the call needs a completed handshake
+  bad_file,              ///< a session or key file is malformed, corrupted, oversized or for another key (persist.hpp)
 };
 
 namespace detail {
@@ -43,6 +44,7 @@ class tlsresume_category_impl final : public std::error_category {
       case errc::invalid_argument: return "invalid argument";
       case errc::connection_closed: return "connection closed by peer";
       case errc::handshake_not_done: return "handshake not completed";
+      case errc::bad_file: return "bad session file";
     }
     return "unknown tlsresume error";
   }

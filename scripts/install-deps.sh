@@ -9,7 +9,7 @@ set -euo pipefail
 
 packages=(
     g++ clang meson ninja-build pkg-config libssl-dev libfmt-dev catch2
-    libclang-rt-14-dev python3
+    libclang-rt-14-dev python3 openssl
     "$@"
 )
 

@@ -10,6 +10,7 @@ set -euo pipefail
 packages=(
     g++ clang meson ninja-build pkg-config libssl-dev libfmt-dev catch2
     libclang-rt-14-dev python3 openssl
+    libasio-dev libboost-dev cmake libhiredis-dev redis-server gnuplot-nox
     "$@"
 )
 

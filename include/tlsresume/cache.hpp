@@ -21,8 +21,10 @@
 // Bounds. At most `Policy::max_peers` peers (least recently used peer evicted; a sharded policy
 // splits the limit evenly over its shards, each with its own LRU), at most
 // `Policy::max_tickets_per_peer` tickets per peer (the oldest evicted). Memory is approximated per
-// session as its `i2d_SSL_SESSION` length (computed once, at `put`) plus a fixed overhead, plus a
-// per-peer overhead, and reported by `stats().bytes`.
+// session by `detail::session_bytes` (a fixed size for the `SSL_SESSION` plus its ticket, read
+// once at `put`) plus a fixed overhead, plus a per-peer overhead, and reported by `stats().bytes`.
+// (Measuring each session with `i2d_SSL_SESSION` cost ~9,000 instructions per `put`, a third of
+// what tlsresume added to a resumed TLS 1.3 handshake: bench/handshake, docs/performance.md.)
 //
 // Locks. Each shard has its own lock (`Policy::lock_type`); it guards only our containers.
 // No `SSL_SESSION_free` runs while a lock is held: sessions removed under it are moved into a local
@@ -256,11 +258,11 @@ struct SessionFacts {
   std::chrono::system_clock::time_point created;
   std::chrono::system_clock::time_point original;  // original full handshake (TLS 1.3 rule)
   std::chrono::system_clock::time_point expires;
-  std::size_t der_bytes = 0;
+  std::size_t bytes = 0;  // detail::session_bytes
 };
 
 /// The expiry rules of the header comment, from OpenSSL's fields and the original handshake time
-/// (`der_bytes` is left for `der_length`, which only an accepted session needs).
+/// (`bytes` is left for `session_bytes`, which only an accepted session needs).
 inline SessionFacts session_facts(const SSL_SESSION* s,
                                   std::optional<std::chrono::system_clock::time_point> original_full_handshake) {
   using namespace std::chrono;
@@ -285,13 +287,17 @@ inline SessionFacts session_facts(const SSL_SESSION* s,
   return f;
 }
 
-/// The length of the session's DER encoding (`i2d_SSL_SESSION` without output); throws `Error`.
-inline std::size_t der_length(const SSL_SESSION* s) {
-  const int len = i2d_SSL_SESSION(const_cast<SSL_SESSION*>(s), nullptr);
-  if (len <= 0) {
-    throw_openssl_error("i2d_SSL_SESSION");
-  }
-  return static_cast<std::size_t>(len);
+/// What a stored `SSL_SESSION` is counted for in `stats().bytes`: a fixed 1,536 bytes (an
+/// `SSL_SESSION` whose peer certificate is shared with the connection's other sessions, as
+/// measured with the allocator's statistics by bench/memory) plus its ticket
+/// (`SSL_SESSION_get0_ticket`). An estimate that costs no encoding: a peer certificate of its
+/// own (a session read from a file) adds a few KiB that are not counted.
+inline std::size_t session_bytes(const SSL_SESSION* s) noexcept {
+  constexpr std::size_t session_estimate = 1536;
+  const unsigned char* ticket = nullptr;
+  std::size_t ticket_len = 0;
+  SSL_SESSION_get0_ticket(s, &ticket, &ticket_len);
+  return session_estimate + ticket_len;
 }
 
 /// Spreads `PeerKey::hash()` over shards (a splitmix64 finaliser), so the shard and the bucket of
@@ -403,9 +409,9 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
   /// previous one. Takes over `session`'s reference (no up-ref). Returns false, counts `refused`
   /// and releases the session if it is empty, not resumable (`SSL_SESSION_is_resumable`), already
   /// expired, or created (`SSL_SESSION_get_time`) or originally handshaken more than
-  /// `max_clock_skew` in the future. Measures it once with `i2d_SSL_SESSION`; throws `Error` if
-  /// that fails. The same `SSL_SESSION` put again replaces its earlier entry (`superseded`).
-  /// May evict the least recently used peer. Releases every removed session after unlocking.
+  /// `max_clock_skew` in the future. The same `SSL_SESSION` put again replaces its earlier entry
+  /// (`superseded`). May evict the least recently used peer. Releases every removed session after
+  /// unlocking. Throws `std::bad_alloc` only (then `session` is released and nothing changed).
   bool put(const PeerKey& key, session_type session, PutOptions options = {}) {
     std::vector<session_type> victims;
     const time_point now = clock_now();
@@ -418,7 +424,7 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
     const bool accept = facts && facts->resumable && facts->expires > now && !in_future(facts->created) &&
                         !in_future(facts->original) && (!facts->tls13 || max_tickets_per_peer > 0);
     if (accept) {
-      facts->der_bytes = detail::der_length(session.native_handle());
+      facts->bytes = detail::session_bytes(session.native_handle());
     }
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
@@ -731,6 +737,17 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
         while (!peer->tickets.empty() && peer->tickets.size() >= max_tickets_per_peer) {
           remove_entry(peer, peer->tickets.end() - 1, counters.evicted, victims);
         }
+        // Room for one more, so that the insert below cannot throw. Grown on demand (1, 2, 4, ...
+        // up to the limit) instead of up front: most peers hold one ticket at a time, and five
+        // reserved slots were a third of a peer's memory (bench/memory).
+        if (peer->tickets.size() == peer->tickets.capacity()) {
+          try {
+            peer->tickets.reserve(std::min(std::max<std::size_t>(1, 2 * peer->tickets.size()), max_tickets_per_peer));
+          } catch (...) {
+            remove_if_empty(peer);
+            throw;
+          }
+        }
       } else {
         drop_tls12(peer, counters.superseded, victims);
       }
@@ -740,7 +757,7 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
         remove_if_empty(peer);
         throw;
       }
-      const std::size_t bytes = facts.der_bytes + entry_overhead;
+      const std::size_t bytes = facts.bytes + entry_overhead;
       Entry entry{std::move(session), native, facts.created, facts.original, facts.expires, bytes};
       if (facts.tls13) {
         peer->tickets.insert(peer->tickets.begin(), std::move(entry));  // capacity reserved: no throw
@@ -763,7 +780,6 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
       }
       lru.push_front(Peer{key, {}, std::nullopt, peer_overhead(key)});
       try {
-        lru.front().tickets.reserve(max_tickets_per_peer + 1);
         peers.emplace(key, lru.begin());
       } catch (...) {
         lru.pop_front();
@@ -1041,9 +1057,9 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
   /// previous one. Takes over `session`'s reference (no up-ref). Returns false, counts `refused`
   /// and releases the session if it is empty, not resumable (`SSL_SESSION_is_resumable`), already
   /// expired, or created (`SSL_SESSION_get_time`) or originally handshaken more than
-  /// `max_clock_skew` in the future. Measures it once with `i2d_SSL_SESSION`; throws `Error` if
-  /// that fails. The same `SSL_SESSION` put again replaces its earlier entry (`superseded`).
-  /// May evict the least recently used peer. Releases every removed session after unlocking.
+  /// `max_clock_skew` in the future. The same `SSL_SESSION` put again replaces its earlier entry
+  /// (`superseded`). May evict the least recently used peer. Releases every removed session after
+  /// unlocking. Throws `std::bad_alloc` only (then `session` is released and nothing changed).
   /// Connections started with `Client::resume_from` call this for each session they receive.
   bool put(const PeerKey& key, session_type session, PutOptions options = {}) {
     return core_->put(key, std::move(session), std::move(options));

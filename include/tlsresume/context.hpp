@@ -464,7 +464,15 @@ template <class Tag> class Context {
   /// `connection_policy_id` when the connection's `SSL` gets settings of its own beyond the
   /// server name and ALPN that `Client::resume_from` sets. Throws as `PeerKey::make` does.
   [[nodiscard]] PeerKey key_for(std::string_view host, std::uint16_t port, std::string_view connection_policy_id = {}) const {
-    const ConfigFingerprint config = fingerprint();
+    // Runs once per connection: one lock, and the ALPN list and fingerprint read in place
+    // rather than copied out first (bench/handshake).
+    {
+      std::lock_guard lock(state_->config_mutex);
+      if (state_->config.fingerprint) {
+        return PeerKey::make(host, port, *state_->config.fingerprint, state_->config.alpn, connection_policy_id);
+      }
+    }
+    const ConfigFingerprint config = fingerprint();  // first use after a change: computed now
     return PeerKey::make(host, port, config, alpn_protocols(), connection_policy_id);
   }
 

@@ -587,8 +587,8 @@ class PeerKey {
   [[nodiscard]] const ConfigFingerprint& config() const noexcept { return config_; }
   /// The per-connection policy id given to `make`.
   [[nodiscard]] std::string_view policy_id() const noexcept { return policy_id_; }
-  /// A hash of every field, computed once by `make` (`std::hash<std::string_view>` over the
-  /// key's canonical encoding).
+  /// A hash of every field, computed once by `make` (field hashes combined; not a digest, not
+  /// stable across builds: persistence uses `key_id`).
   [[nodiscard]] std::size_t hash() const noexcept { return hash_; }
 
   /// "host:port cfg=<first 16 hex digits of the fingerprint>", IPv6 in brackets, for logs.
@@ -618,7 +618,34 @@ class PeerKey {
  private:
   PeerKey() = default;
 
-  std::size_t compute_hash() const { return std::hash<std::string_view>{}(encode()); }
+  /// Combines a hash of each field, in `encode()`'s order, with no allocation: `make` runs once
+  /// per connection (`Context::key_for`), so building the encoding just to hash it showed up in
+  /// the handshake benchmark (bench/handshake, issue 5).
+  std::size_t compute_hash() const noexcept {
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL;
+    const auto mix = [&h](std::uint64_t v) {
+      h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+      h *= 0xff51afd7ed558ccdULL;
+      h ^= h >> 33;
+    };
+    const auto str = [&mix](std::string_view s) {
+      mix(s.size());
+      mix(std::hash<std::string_view>{}(s));
+    };
+    str(host_);
+    mix((is_ip_ ? 1ULL << 16 : 0) | port_);
+    mix(alpn_.size());
+    for (const std::string& p : alpn_) {
+      str(p);
+    }
+    std::uint64_t fp = 0;  // the fingerprint is a SHA-256 digest: its first 8 bytes are uniform
+    for (std::size_t i = 0; i < sizeof fp; ++i) {
+      fp = (fp << 8) | std::to_integer<std::uint64_t>(config_.digest()[i]);
+    }
+    mix(fp);
+    str(policy_id_);
+    return static_cast<std::size_t>(h);
+  }
 
  public:
   /// The canonical encoding of every field (domain string "tlsresume/peer-key/v1", then host,

@@ -43,30 +43,9 @@ using tlsresume::testing::LocalServer;
 using tlsresume::testing::ServerOptions;
 using Cache = SessionCache<TagA>;
 
-/// What one connection through the cache did.
-struct Result {
-  bool offered = false;        ///< resume_from found a session to offer
-  bool client_reused = false;  ///< SSL_session_reused on the client
-  bool server_reused = false;  ///< SSL_session_reused on the server: the authority
-  ProtocolVersion version = ProtocolVersion::unknown;
-  std::size_t sessions = 0;    ///< sessions the connection received
-};
-
-/// One connection to `server` as the peer `key`, closed cleanly on both sides after reading the
-/// tickets the server sent.
-template <class C> Result connect_with(const CtxA& ctx, C& cache, LocalServer& server, const PeerKey& key) {
-  ClientA client(ctx);
-  Result r;
-  r.offered = client.resume_from(cache, key);
-  auto conn = server.handshake(client);
-  r.client_reused = client.session_reused();
-  r.server_reused = conn.session_reused();
-  r.version = client.protocol_version();
-  r.sessions = client.await_tickets(0ms, 2);
-  client.shutdown();
-  conn.shutdown();
-  return r;
-}
+using test::connect_with;
+using test::named;
+using test::Result;
 
 /// Whether a connection as `key` fails its handshake (certificate verification, most often).
 template <class C> bool handshake_fails(const CtxA& ctx, C& cache, LocalServer& server, const PeerKey& key) {
@@ -96,12 +75,6 @@ void require_full(const Result& r) {
 void check_invariant(const tlsresume::CacheStats& s) {
   CHECK(s.stored == s.taken + s.expired + s.evicted + s.superseded + s.invalidated + s.erased + s.sessions);
   CHECK(s.hits == s.taken + s.reused);
-}
-
-ServerOptions named(std::string host, Mode mode = Mode::tls13) {
-  auto options = test::server_options(mode);
-  options.host = std::move(host);
-  return options;
 }
 
 const std::array<Mode, 3> all_modes{Mode::tls13, Mode::tls12_tickets, Mode::tls12_session_ids};

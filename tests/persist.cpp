@@ -183,31 +183,9 @@ template <class Cache> std::size_t waiting_imports(const Cache& cache) {
 
 // ---- connections ------------------------------------------------------------------------------------
 
-struct Result {
-  bool offered = false;
-  bool client_reused = false;
-  bool server_reused = false;
-};
-
-/// One connection through `cache` as `key`, closed cleanly after reading the server's tickets.
-template <class C> Result connect_with(const CtxA& ctx, C& cache, LocalServer& server, const PeerKey& key) {
-  ClientA client(ctx);
-  Result r;
-  r.offered = client.resume_from(cache, key);
-  auto conn = server.handshake(client);
-  r.client_reused = client.session_reused();
-  r.server_reused = conn.session_reused();
-  client.await_tickets(0ms, 2);
-  client.shutdown();
-  conn.shutdown();
-  return r;
-}
-
-ServerOptions named(std::string host, Mode mode) {
-  auto options = test::server_options(mode);
-  options.host = std::move(host);
-  return options;
-}
+using test::connect_with;
+using test::named;
+using test::Result;
 
 /// Three servers (TLS 1.3 tickets, TLS 1.2 tickets, TLS 1.2 session ids) and one client context
 /// that trusts them all.

@@ -146,6 +146,41 @@ template <class F> void require_error(F&& f, tlsresume::errc expected) {
   REQUIRE(ERR_peek_error() == 0UL);
 }
 
+
+/// What one connection through a cache did.
+struct Result {
+  bool offered = false;        ///< resume_from found a session to offer
+  bool client_reused = false;  ///< SSL_session_reused on the client
+  bool server_reused = false;  ///< SSL_session_reused on the server: the authority
+  tlsresume::ProtocolVersion version = tlsresume::ProtocolVersion::unknown;
+  std::size_t sessions = 0;    ///< sessions the connection received
+};
+
+/// One connection to `server` through `cache` as the peer `key`, closed cleanly on both sides
+/// after reading the tickets the server sent.
+template <class C>
+Result connect_with(const CtxA& ctx, C& cache, tlsresume::testing::LocalServer& server, const tlsresume::PeerKey& key) {
+  using namespace std::chrono_literals;
+  ClientA client(ctx);
+  Result r;
+  r.offered = client.resume_from(cache, key);
+  auto conn = server.handshake(client);
+  r.client_reused = client.session_reused();
+  r.server_reused = conn.session_reused();
+  r.version = client.protocol_version();
+  r.sessions = client.await_tickets(0ms, 2);
+  client.shutdown();
+  conn.shutdown();
+  return r;
+}
+
+/// `server_options(mode)` for a server whose certificate names `host`.
+inline tlsresume::testing::ServerOptions named(std::string host, Mode mode = Mode::tls13) {
+  auto options = server_options(mode);
+  options.host = std::move(host);
+  return options;
+}
+
 }  // namespace test
 
 /// Every error path must leave OpenSSL's error queue empty.

@@ -631,7 +631,7 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
       for (const Peer& peer : shard.lru) {
         auto visit = [&](const Entry& e) {
           if (e.expires > now) {
-            items.push_back(Item{peer.key, e.session, e.original});
+            items.push_back(Item{*peer.key, e.session, e.original});
           }
         };
         std::for_each(peer.tickets.begin(), peer.tickets.end(), visit);
@@ -696,7 +696,7 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
     std::size_t bytes = 0;  // accounted in the shard's `bytes`
   };
   struct Peer {
-    PeerKey key;
+    const PeerKey* key = nullptr;  // the key of the peer map's node, which owns it (one copy per peer)
     std::vector<Entry> tickets;  // TLS 1.3, newest first
     std::optional<Entry> tls12;
     std::size_t bytes = 0;       // the peer's own overhead
@@ -707,8 +707,9 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
 
   static constexpr std::size_t entry_overhead = sizeof(Entry) + 4 * sizeof(void*);  // + index node
   static std::size_t peer_overhead(const PeerKey& key) noexcept {
-    return 2 * sizeof(PeerKey) + sizeof(Peer) + 8 * sizeof(void*) + 2 * (key.host().size() + key.sni().size() +
-                                                                       key.verified_name().size());
+    // The map node (key + list iterator + next pointer + cached hash), the list node, the host
+    // name's heap buffer beyond the short-string size, a bucket pointer.
+    return sizeof(PeerKey) + sizeof(Peer) + 6 * sizeof(void*) + (key.host().size() > 15 ? key.host().size() + 1 : 0);
   }
 
   // One shard: its lock, LRU list, key map, native-pointer index and counters. Every member
@@ -778,9 +779,11 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
         PeerIt oldest = std::prev(lru.end());
         drop_all(oldest, counters.evicted, victims);
       }
-      lru.push_front(Peer{key, {}, std::nullopt, peer_overhead(key)});
+      lru.push_front(Peer{nullptr, {}, std::nullopt, peer_overhead(key)});
       try {
-        peers.emplace(key, lru.begin());
+        // Node-based: the key's address stays valid until its node is erased (rehashing
+        // relinks nodes, it does not move them).
+        lru.front().key = &peers.emplace(key, lru.begin()).first->first;
       } catch (...) {
         lru.pop_front();
         throw;
@@ -932,7 +935,7 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
         return false;
       }
       counters.bytes -= peer->bytes;
-      peers.erase(peer->key);
+      peers.erase(peers.find(*peer->key));  // not erase(*peer->key): that key lives in the node erased
       lru.erase(peer);
       return true;
     }

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <ctime>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -970,4 +971,50 @@ TEMPLATE_TEST_CASE("concurrent put and take never hand one TLS 1.3 ticket to two
   });
   CHECK(visited == 22);
   CHECK(seen.size() == 22);  // each ticket stored exactly once
+}
+
+TEST_CASE("certificate times are read as ASN1_TIME_to_tm reads them", "[cache][expiry]") {
+  using tlsresume::detail::parse_der_time;
+  using tlsresume::detail::sys_seconds;
+  // What OpenSSL says, converted the way the cache does.
+  const auto by_openssl = [](const ASN1_TIME* t) -> std::optional<sys_seconds> {
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(t, &tm) != 1) {
+      return std::nullopt;
+    }
+    using namespace std::chrono;
+    const year_month_day ymd{year{tm.tm_year + 1900}, month{static_cast<unsigned>(tm.tm_mon + 1)},
+                             day{static_cast<unsigned>(tm.tm_mday)}};
+    return sys_seconds(sys_days(ymd)) + hours(tm.tm_hour) + minutes(tm.tm_min) + seconds(tm.tm_sec);
+  };
+  const auto make = [](int type, const char* text) {
+    ASN1_TIME* t = ASN1_TIME_new();
+    REQUIRE(t != nullptr);
+    REQUIRE(ASN1_STRING_set(t, text, -1) == 1);
+    t->type = type;  // ASN1_TIME is an ASN1_STRING: the type says UTCTime or GeneralizedTime
+    return std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)>(t, &ASN1_TIME_free);
+  };
+  SECTION("the DER forms: same instant as OpenSSL") {
+    for (const char* text : {"491231235959Z", "500101000000Z", "000229120000Z", "261128013000Z", "991231235959Z"}) {
+      auto t = make(V_ASN1_UTCTIME, text);
+      INFO(text);
+      REQUIRE(by_openssl(t.get()).has_value());
+      CHECK(parse_der_time(t.get()) == by_openssl(t.get()));
+    }
+    for (const char* text : {"20500101000000Z", "99991231235959Z", "19700101000000Z", "20240229000000Z"}) {
+      auto t = make(V_ASN1_GENERALIZEDTIME, text);
+      INFO(text);
+      REQUIRE(by_openssl(t.get()).has_value());
+      CHECK(parse_der_time(t.get()) == by_openssl(t.get()));
+    }
+  }
+  SECTION("anything else is left to OpenSSL") {
+    for (const char* text : {"4912312359Z", "491231235959+0100", "49123123595Z9", "491331235959Z", "490230000000Z",
+                             "491231245959Z", "491231236059Z", "491231235960Z", "", "a91231235959Z"}) {
+      INFO(text);
+      CHECK_FALSE(parse_der_time(make(V_ASN1_UTCTIME, text).get()).has_value());
+    }
+    CHECK_FALSE(parse_der_time(make(V_ASN1_GENERALIZEDTIME, "20500101000000.5Z").get()).has_value());
+    CHECK_FALSE(parse_der_time(make(V_ASN1_OCTET_STRING, "491231235959Z").get()).has_value());
+  }
 }

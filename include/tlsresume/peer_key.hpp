@@ -49,6 +49,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -414,7 +415,10 @@ class ConfigFingerprint {
   /// persistence does not save unless asked to.
   [[nodiscard]] bool has_client_identity() const noexcept { return client_identity_; }
 
-  friend bool operator==(const ConfigFingerprint&, const ConfigFingerprint&) = default;
+  /// Equal digests (one `memcmp`: compared on every cache lookup whose hash matches).
+  friend bool operator==(const ConfigFingerprint& a, const ConfigFingerprint& b) noexcept {
+    return a.client_identity_ == b.client_identity_ && std::memcmp(a.digest_.data(), b.digest_.data(), a.digest_.size()) == 0;
+  }
 
  private:
   detail::Sha256 digest_{};

@@ -762,6 +762,23 @@ inline std::string hex32(std::uint32_t v) {
   return buf;
 }
 
+/// Writes a record body (docs/persistence.md; also the plaintext of a fleet store value): expiry
+/// and original full handshake (Unix seconds), protocol version, max early data, ALPN, then the
+/// DER session `der` of `session` (`session_der`). `b` must have `body_fixed_size + alpn + der`
+/// bytes left; the caller checks the ALPN (≤ 255) and DER (≤ 2^32 − 1) lengths.
+inline void write_record_body(ByteWriter& b, const SSL_SESSION* session, std::chrono::system_clock::time_point expiry,
+                              std::chrono::system_clock::time_point original, std::span<const std::byte> der) {
+  const std::string_view alpn = session_backend<SSL_SESSION>::alpn(session);
+  b.be(static_cast<std::uint64_t>(to_unix_seconds(expiry)), 8);
+  b.be(static_cast<std::uint64_t>(to_unix_seconds(original)), 8);
+  b.be(static_cast<std::uint64_t>(SSL_SESSION_get_protocol_version(session)), 2);
+  b.be(SSL_SESSION_get_max_early_data(session), 4);
+  b.be(alpn.size(), 1);
+  b.bytes(std::as_bytes(std::span(alpn)));
+  b.be(der.size(), 4);
+  b.bytes(der);
+}
+
 /// Parses a record body (the plaintext of a sealed record), ending with the DER session.
 inline void parse_body(FileReader& r, ParsedRecord& rec) {
   rec.expiry = from_unix_seconds(static_cast<std::int64_t>(r.uint(8, "expiry")));
@@ -1173,15 +1190,7 @@ SaveReport save_sessions(const SessionCache<Tag, Policy>& cache, const std::file
     w.bytes(rec.id);
     // The body goes straight into the file, or into `body` to be sealed into it.
     detail::ByteWriter b(sealed ? body.span().first(rec.body_size) : std::span<std::byte>(w.reserve(rec.body_size), rec.body_size));
-    const std::string_view alpn = rec.session.alpn();
-    b.be(static_cast<std::uint64_t>(detail::to_unix_seconds(rec.expiry)), 8);
-    b.be(static_cast<std::uint64_t>(detail::to_unix_seconds(rec.original)), 8);
-    b.be(static_cast<std::uint64_t>(rec.session.protocol_version()), 2);
-    b.be(rec.session.max_early_data(), 4);
-    b.be(alpn.size(), 1);
-    b.bytes(std::as_bytes(std::span(alpn)));
-    b.be(rec.der.span().size(), 4);
-    b.bytes(rec.der.span());
+    detail::write_record_body(b, rec.session.native_handle(), rec.expiry, rec.original, rec.der.span());
     if (sealed) {
       const auto aad = detail::record_aad(header, rec.id);
       detail::seal(cipher.get(), keys.record_key, aad, body.span().first(rec.body_size), w);

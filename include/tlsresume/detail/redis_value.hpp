@@ -150,14 +150,7 @@ inline std::string seal_fleet_value(const FleetKeyMaterial& material, std::strin
   const std::size_t body_size = body_fixed_size + alpn.size() + der.span().size();
   SecretBuffer body(body_size);
   ByteWriter b(body.span());
-  b.be(static_cast<std::uint64_t>(to_unix_seconds(expiry)), 8);
-  b.be(static_cast<std::uint64_t>(to_unix_seconds(original)), 8);
-  b.be(static_cast<std::uint64_t>(SSL_SESSION_get_protocol_version(session)), 2);
-  b.be(SSL_SESSION_get_max_early_data(session), 4);
-  b.be(alpn.size(), 1);
-  b.bytes(as_byte_span(alpn));
-  b.be(der.span().size(), 4);
-  b.bytes(der.span());
+  write_record_body(b, session, expiry, original, der.span());
 
   std::string out(fleet_value_overhead + body_size, '\0');
   ByteWriter w(std::as_writable_bytes(std::span<char>(out.data(), out.size())));

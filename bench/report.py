@@ -164,7 +164,7 @@ def memory(doc):
         out.append("| %s | %.0f B | %.0f B | %.0f B |" % (KEYS.get(r["key"], r["key"]), r["der_bytes"],
                                                          r["session_own_certificate_bytes"], r["session_dup_bytes"]))
     out.append("")
-    out.append("| server key | layout | peers | our overhead per session (malloc) | our estimate (stats().bytes − DER) "
+    out.append("| server key | layout | peers | our overhead per session (malloc) | our estimate (stats().bytes − the session estimate) "
                "| stats().bytes per session | baseline overhead (malloc) | ≤ 256 B |")
     out.append("|---|---|---:|---:|---:|---:|---:|---|")
     for r in doc["results"]:

@@ -172,9 +172,9 @@ struct CacheStats {
   std::uint64_t expired = 0;      ///< removed because past their expiry (by `take`, `purge_expired`, or an opportunistic purge)
   std::uint64_t evicted = 0;      ///< removed for room: least recently used peer, or oldest ticket beyond `max_tickets_per_peer`
   std::uint64_t superseded = 0;   ///< removed for a better one: a TLS 1.2 session replaced by a newer one, dropped by `on_full_handshake(TLS 1.3)`, or replaced because the same `SSL_SESSION` was put again
-  std::uint64_t invalidated = 0;  ///< removed as unusable: `invalidate(SSL_SESSION*)`, `veto(key)`, or found not resumable (`SSL_SESSION_is_resumable`)
+  std::uint64_t invalidated = 0;  ///< removed as unusable: `invalidate(SSL_SESSION*)` (also the context's remove callback), `veto(key)`, `Client::veto_caching`, or found not resumable (`SSL_SESSION_is_resumable`)
   std::uint64_t erased = 0;       ///< removed on request: `erase(key)`, `clear()`
-  std::uint64_t vetoed = 0;       ///< `veto(key)` calls (the sessions they drop count in `invalidated`)
+  std::uint64_t vetoed = 0;       ///< `veto(key)` calls and `Client::veto_caching` calls on connections started with `resume_from`, one each whether or not it dropped anything (the sessions they drop count in `invalidated`)
   std::size_t sessions = 0;       ///< sessions currently stored (TLS 1.3 tickets + TLS 1.2 sessions)
   std::size_t peers = 0;          ///< peers currently holding at least one session
   std::size_t bytes = 0;          ///< approximate memory held: DER length of each session + overheads
@@ -189,8 +189,8 @@ struct CacheStats {
 /// What `SessionCache::take_with_origin` hands out: the session and the time of the full
 /// handshake that started its resumption chain (for a ticket received on a resumed connection).
 template <class Tag> struct TakenSession {
-  BoundSession<Tag> session;
-  std::chrono::system_clock::time_point original_full_handshake;
+  BoundSession<Tag> session;  ///< the session; its reference is the caller's
+  std::chrono::system_clock::time_point original_full_handshake;  ///< when the full handshake that started the session's resumption chain happened (`PutOptions::original_full_handshake`, default the session's creation time)
 };
 
 namespace detail {
@@ -623,8 +623,9 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
     return shard.erase_peer(key, shard.counters.erased, victims);
   }
 
-  /// Drops every session (`erased`); counters are kept. Sessions are released after unlocking,
-  /// shard by shard.
+  /// Drops every stored session (`erased`) and every import still waiting to be claimed
+  /// (`import_dropped`; `pending` becomes 0); the other counters are kept. Stored sessions are
+  /// released after unlocking, shard by shard; the imports after the imports lock is released.
   void clear() {
     for (Shard& shard : shards_) {
       std::vector<session_type> victims;
@@ -639,8 +640,9 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
     dropped.swap(imports_);
   }
 
-  /// Removes every expired (`expired`) or no longer resumable (`invalidated`) session, shard by
-  /// shard; returns how many. Released after unlocking.
+  /// Removes every waiting import past its expiry or no longer resumable (`import_dropped` only),
+  /// then, shard by shard, every expired (`expired`) or no longer resumable (`invalidated`) stored
+  /// session; returns how many, imports included. Released after unlocking.
   std::size_t purge_expired() {
     const time_point now = clock_now();
     std::size_t removed = purge_imports(now);
@@ -1081,21 +1083,33 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
   using time_point = std::chrono::system_clock::time_point;
   using mutex_type = typename Core::mutex_type;
 
+  /// How many shards the policy's `lock_type` asks for (1 unless `Sharded<Mutex, N>`).
   static constexpr std::size_t shard_count = Core::shard_count;
+  /// `Policy::max_peers`: peers kept at most (least recently used evicted), split over shards.
   static constexpr std::size_t max_peers = Core::max_peers;
   /// Each shard keeps at most this many peers (at least 1), so the cache holds at most
   /// `max(max_peers, shard_count)` peers.
   static constexpr std::size_t max_peers_per_shard = Core::max_peers_per_shard;
+  /// `Policy::max_tickets_per_peer`: TLS 1.3 tickets kept per peer (the oldest evicted).
   static constexpr std::size_t max_tickets_per_peer = Core::max_tickets_per_peer;
+  /// A shard untouched by a sweep for this long is swept by the next `put` or `take` on it.
   static constexpr std::chrono::seconds purge_interval = Core::purge_interval;
+  /// Sessions created (or originally handshaken) more than this far in the future are refused.
   static constexpr std::chrono::seconds max_clock_skew = Core::max_clock_skew;
+  /// RFC 8446 §4.6.1: a TLS 1.3 ticket is not used more than 7 days after the original full handshake.
   static constexpr std::chrono::seconds max_tls13_age = Core::max_tls13_age;
 
+  /// An empty cache, not yet bound to a context (no OpenSSL call; allocates the shared store).
   SessionCache() : core_(std::make_shared<Core>()) {}
+  /// Not copyable: one store, shared only with the connections filing into it.
   SessionCache(const SessionCache&) = delete;
   SessionCache& operator=(const SessionCache&) = delete;
+  /// Moves the handle to the store (no session is touched); the moved-from cache may only be
+  /// destroyed or assigned. Move assignment gives up the handle held before, as the destructor does.
   SessionCache(SessionCache&&) noexcept = default;
   SessionCache& operator=(SessionCache&&) noexcept = default;
+  /// Gives up this handle to the store. The stored sessions are released (`SSL_SESSION_free`)
+  /// once no connection started with `resume_from` still holds the store either.
   ~SessionCache() = default;
 
   /// Stores `session` for `key`: a TLS 1.3 ticket goes to the front of the peer's ticket queue
@@ -1134,10 +1148,14 @@ template <class Tag, cache_policy Policy = ThreadSafePolicy> class SessionCache 
   std::size_t veto(const PeerKey& key) { return core_->veto(key); }
   /// Drops everything stored for `key` (`erased`); returns how many sessions.
   std::size_t erase(const PeerKey& key) { return core_->erase(key); }
-  /// Drops every session (`erased`); counters are kept.
+  /// Drops every stored session (`erased`) and every import still waiting to be claimed (counted
+  /// in `import_dropped`, not `erased`; `pending` becomes 0); the other counters are kept.
+  /// Everything is released (`SSL_SESSION_free`) after unlocking.
   void clear() { core_->clear(); }
-  /// Removes every expired (`expired`) or no longer resumable (`invalidated`) session; returns
-  /// how many.
+  /// Removes every expired (`expired`) or no longer resumable (`invalidated`,
+  /// `SSL_SESSION_is_resumable`) stored session, and every waiting import past its expiry or no
+  /// longer resumable (counted in `import_dropped` only, not `expired` or `invalidated`). Returns
+  /// how many, stored sessions and imports together. Released after unlocking.
   std::size_t purge_expired() { return core_->purge_expired(); }
   /// Visits every stored, unexpired session as
   /// `f(const PeerKey&, const session_type&, time_point original_full_handshake)`, on a snapshot

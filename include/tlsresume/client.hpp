@@ -112,8 +112,12 @@ template <class Ctx> class Client {
   /// `SSL_up_ref`, never ownership, after the same check as `adopt`.
   [[nodiscard]] static Client share(const Ctx& ctx, SSL* ssl) { return Client(ctx, detail::Handle<SSL>::share(ssl)); }
 
+  /// Not copyable: a connection has one owner.
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
+  /// Moves the `SSL` reference and the context handle (no `SSL_up_ref`); the moved-from client
+  /// may only be destroyed or assigned. Move assignment releases the `SSL` held before
+  /// (`SSL_free`, with the clean/unclean rule of `~Client`).
   Client(Client&&) noexcept = default;
   Client& operator=(Client&&) noexcept = default;
   /// Releases the `SSL` (`SSL_free`). If this was the last reference and the connection was
@@ -123,6 +127,8 @@ template <class Ctx> class Client {
 
   /// The `SSL`, borrowed (no reference added).
   [[nodiscard]] SSL* native_handle() const noexcept { return ssl_.get(); }
+  /// The context this connection was made from, borrowed (the client holds its own copy of the
+  /// `Context` handle, so the `SSL_CTX` lives as long as the client). No OpenSSL call.
   [[nodiscard]] const Ctx& context() const noexcept { return ctx_; }
 
   /// Names the server: sends it as SNI (`SSL_set_tlsext_host_name`; not for an IP literal, as

@@ -422,6 +422,8 @@ template <class Tag> class Context {
     state_->config.fingerprint.reset();
     ++state_->config.generation;
   }
+  /// The policy id given to `set_policy_id` (empty if none), copied out under the context's
+  /// configuration lock. No OpenSSL call.
   [[nodiscard]] std::string policy_id() const {
     std::lock_guard lock(state_->config_mutex);
     return state_->config.policy_id;
@@ -502,8 +504,11 @@ template <class Tag> class Context {
     return copy;
   }
   /// Wraps a raw session that the caller knows was received on this context's connections:
-  /// `adopt_session` takes over the caller's reference, `share_session` adds one.
+  /// `adopt_session` takes over the caller's reference (no `SSL_SESSION_up_ref`), `share_session`
+  /// adds one.
   [[nodiscard]] session_type adopt_session(SSL_SESSION* session) const { return session_type::adopt({session, id()}); }
+  /// As `adopt_session`, but for a borrowed session: takes a reference of its own with
+  /// `SSL_SESSION_up_ref` (throws `Error` if that fails); the caller keeps theirs.
   [[nodiscard]] session_type share_session(SSL_SESSION* session) const { return session_type::share({session, id()}); }
 
   /// The most recent resumable, unexpired session this context received on a connection whose
@@ -553,6 +558,7 @@ template <class Tag> class Context {
       state_->recent.pop_back();
     }
   }
+  /// The limit set by `set_max_recent_sessions` (default 8). No OpenSSL call.
   [[nodiscard]] std::size_t max_recent_sessions() const {
     std::lock_guard lock(state_->mutex);
     return state_->max_recent;

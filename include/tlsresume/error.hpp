@@ -15,6 +15,8 @@
 #include <system_error>
 #include <utility>
 
+#include "tlsresume/version.hpp"
+
 namespace tlsresume {
 
 /// tlsresume's own error conditions.
@@ -74,6 +76,8 @@ inline const std::error_category& openssl_category() noexcept {
   static const detail::openssl_category_impl category;
   return category;
 }
+/// Makes a `std::error_code` of `e` in `tlsresume_category()` (no OpenSSL call); found by ADL, so
+/// an `errc` converts to `std::error_code` and compares with one.
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), tlsresume_category()};
 }
@@ -84,7 +88,10 @@ inline std::error_code make_error_code(errc e) noexcept {
 /// code's message is not appended a second time).
 class Error : public std::system_error {
  public:
+  /// Makes the error with `code` and the complete `what()` text (no OpenSSL call; `throw_error` and
+  /// `throw_openssl_error` drain the OpenSSL error queue into `what`).
   Error(std::error_code code, std::string what) : std::system_error(code), what_(std::move(what)) {}
+  /// The text given to the constructor, unchanged.
   const char* what() const noexcept override { return what_.c_str(); }
 
  private:

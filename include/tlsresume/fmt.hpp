@@ -14,13 +14,17 @@
 #include "tlsresume/context.hpp"
 #include "tlsresume/session.hpp"
 
+/// A protocol version as `to_string` names it ("TLSv1.3"); string format specs apply.
 template <> struct fmt::formatter<tlsresume::ProtocolVersion> : fmt::formatter<std::string_view> {
+  /// Writes `to_string(v)` (no OpenSSL call).
   template <class FormatContext> auto format(tlsresume::ProtocolVersion v, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(tlsresume::to_string(v), ctx);
   }
 };
 
+/// A context id as "ctx#N".
 template <> struct fmt::formatter<tlsresume::ContextId> : fmt::formatter<std::string_view> {
+  /// Writes "ctx#N" (no OpenSSL call).
   template <class FormatContext> auto format(tlsresume::ContextId id, FormatContext& ctx) const {
     return fmt::format_to(ctx.out(), "ctx#{}", static_cast<unsigned long long>(id));
   }
@@ -29,6 +33,9 @@ template <> struct fmt::formatter<tlsresume::ContextId> : fmt::formatter<std::st
 /// A one-line summary of a session: protocol, cipher, ticket or id, resumable or not, and the
 /// requested server name and ALPN when known. An empty session prints "(empty session)".
 template <class Ptr> struct fmt::formatter<tlsresume::Session<Ptr>> : fmt::formatter<std::string_view> {
+  /// Reads the session through its accessors (`SSL_SESSION_get_protocol_version`,
+  /// `SSL_SESSION_get0_cipher`, `SSL_SESSION_has_ticket`, `SSL_SESSION_is_resumable`,
+  /// `SSL_SESSION_get0_alpn_selected`); borrows it, takes no reference.
   template <class FormatContext> auto format(const tlsresume::Session<Ptr>& s, FormatContext& ctx) const {
     if (!s) {
       return fmt::formatter<std::string_view>::format("(empty session)", ctx);
@@ -47,6 +54,7 @@ template <class Ptr> struct fmt::formatter<tlsresume::Session<Ptr>> : fmt::forma
 
 /// Every counter of a `SessionCache`, as `name=value` pairs in `CacheStats` order.
 template <> struct fmt::formatter<tlsresume::CacheStats> : fmt::formatter<std::string_view> {
+  /// Writes the counters (no OpenSSL call).
   template <class FormatContext> auto format(const tlsresume::CacheStats& s, FormatContext& ctx) const {
     return fmt::format_to(ctx.out(),
                           "hits={} misses={} stored={} refused={} taken={} reused={} expired={} evicted={} "
@@ -60,6 +68,7 @@ template <> struct fmt::formatter<tlsresume::CacheStats> : fmt::formatter<std::s
 
 /// The counters of a `Context`.
 template <> struct fmt::formatter<tlsresume::ContextStats> : fmt::formatter<std::string_view> {
+  /// Writes the counters (no OpenSSL call).
   template <class FormatContext> auto format(const tlsresume::ContextStats& s, FormatContext& ctx) const {
     return fmt::format_to(ctx.out(), "received={} removed={} unverified={} vetoed={} recent={}", s.sessions_received,
                           s.sessions_removed, s.sessions_unverified, s.sessions_vetoed, s.recent_sessions);

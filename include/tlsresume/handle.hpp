@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "tlsresume/error.hpp"
+#include "tlsresume/version.hpp"
 
 namespace tlsresume::detail {
 

@@ -580,14 +580,19 @@ class PeerKey {
 
   /// The normalised host: a lower-case DNS name or a canonical IP literal (IPv6 without brackets).
   [[nodiscard]] std::string_view host() const noexcept { return host_; }
+  /// The port given to `make` (never 0).
   [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
   /// The SNI to send: the host for names, empty for IP literals.
   [[nodiscard]] std::string_view sni() const noexcept { return is_ip_ ? std::string_view() : host_; }
   /// The host name or canonical IP the server certificate is checked against.
   [[nodiscard]] std::string_view verified_name() const noexcept { return host_; }
+  /// Whether the host is an IP literal (then `sni()` is empty), as `make` found with
+  /// `inet_pton`.
   [[nodiscard]] bool is_ip_literal() const noexcept { return is_ip_; }
   /// The ALPN protocols offered, in preference order.
   [[nodiscard]] std::span<const std::string> alpn() const noexcept { return alpn_; }
+  /// The fingerprint of the configuration the key was made under (as given to `make`), borrowed
+  /// from the key.
   [[nodiscard]] const ConfigFingerprint& config() const noexcept { return config_; }
   /// The per-connection policy id given to `make`.
   [[nodiscard]] std::string_view policy_id() const noexcept { return policy_id_; }
@@ -682,7 +687,8 @@ class PeerKey {
 /// The 32-byte HMAC key under which `key_id` hashes peer keys: a file's random salt, or a key
 /// derived from an encryption key (persistence). Not a secret when it is a salt.
 struct KeyIdSecret {
-  std::array<std::byte, 32> bytes{};
+  std::array<std::byte, 32> bytes{};  ///< the HMAC key
+  /// Equal bytes (a plain comparison, not constant-time; no OpenSSL call).
   friend bool operator==(const KeyIdSecret&, const KeyIdSecret&) = default;
 };
 
@@ -717,6 +723,8 @@ struct KeyIdHash {
 
 }  // namespace tlsresume
 
+/// Hashes a `PeerKey` for unordered containers.
 template <> struct std::hash<tlsresume::PeerKey> {
+  /// `PeerKey::hash()`, precomputed by `PeerKey::make` (no OpenSSL call).
   std::size_t operator()(const tlsresume::PeerKey& k) const noexcept { return k.hash(); }
 };

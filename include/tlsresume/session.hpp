@@ -60,8 +60,8 @@ constexpr std::string_view to_string(ProtocolVersion v) noexcept {
 /// The tagged pointer of a bound session: the native session pointer, the context's type (`Tag`)
 /// and the context instance (`context`).
 template <class Tag, class Native = SSL_SESSION*> struct Bound {
-  Native ptr;
-  ContextId context;
+  Native ptr;         ///< the native session; `Session::adopt` / `share` decide the ownership
+  ContextId context;  ///< the context instance the session is bound to
 };
 
 namespace detail {
@@ -242,6 +242,8 @@ template <class Ptr> class Session {
   using context_tag = typename ptr_traits::context_tag;
   static constexpr bool is_bound = ptr_traits::is_bound;
 
+  /// An empty session, holding no reference (no OpenSSL call): like a moved-from one, it may be
+  /// destroyed, assigned or tested; its accessors throw `Error(errc::invalid_argument)`.
   Session() = default;
 
   /// Takes over the reference `p` carries (an `SSL_get1_session` or `d2i_SSL_SESSION` result).
@@ -272,6 +274,8 @@ template <class Ptr> class Session {
   /// The context instance this session is bound to.
   [[nodiscard]] ContextId context_id() const noexcept requires is_bound { return binding_; }
 
+  /// Whether the handle holds a session (false when default-constructed or moved from). No
+  /// OpenSSL call.
   explicit operator bool() const noexcept { return static_cast<bool>(handle_); }
 
   /// `SSL_SESSION_get_protocol_version`.

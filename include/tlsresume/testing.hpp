@@ -38,12 +38,14 @@
 
 namespace tlsresume::testing {
 
+/// The key of a test certificate: ECDSA on P-256 (`EVP_EC_gen("P-256")`) or 2048-bit RSA
+/// (`EVP_RSA_gen(2048)`).
 enum class KeyType { ecdsa_p256, rsa_2048 };
 
 /// A certificate with its private key.
 struct Certificate {
-  detail::Handle<X509> cert;
-  detail::Handle<EVP_PKEY> key;
+  detail::Handle<X509> cert;      ///< one reference to the certificate
+  detail::Handle<EVP_PKEY> key;   ///< one reference to its private key
 };
 
 namespace detail_testing {
@@ -117,9 +119,9 @@ inline Certificate make_leaf(const Certificate& ca, std::string_view common_name
 
 /// How a `LocalServer` behaves.
 struct ServerOptions {
-  ProtocolVersion min_version = ProtocolVersion::tls1_2;
-  ProtocolVersion max_version = ProtocolVersion::tls1_3;
-  KeyType key_type = KeyType::ecdsa_p256;
+  ProtocolVersion min_version = ProtocolVersion::tls1_2;  ///< lowest version accepted (SSL_CTX_set_min_proto_version)
+  ProtocolVersion max_version = ProtocolVersion::tls1_3;  ///< highest version accepted (SSL_CTX_set_max_proto_version)
+  KeyType key_type = KeyType::ecdsa_p256;                 ///< key of the server's CA and leaf certificates
   bool tickets = true;          ///< TLS 1.2 session tickets; false = session ids in the server cache
   std::size_t tls13_tickets = 2;  ///< NewSessionTickets per full TLS 1.3 handshake (SSL_CTX_set_num_tickets)
   bool request_client_certificate = false;  ///< require and verify a client certificate
@@ -150,10 +152,13 @@ enum class OfferKind : char { tls13_ticket = 'p', tls12_ticket = 't', session_id
 /// One server-side connection of a `LocalServer`, connected to a client over a BIO pair.
 class ServerConnection {
  public:
+  /// Takes over the reference `ssl` holds (no `SSL_up_ref`); `client_cpu` is what
+  /// `client_handshake_cpu()` reports. Made by `LocalServer::handshake`.
   ServerConnection(detail::Handle<SSL> ssl, std::chrono::nanoseconds client_cpu)
       : ssl_(std::move(ssl)), client_cpu_(client_cpu) {}
   /// `SSL_session_reused` on the server side: the authority on whether resumption happened.
   [[nodiscard]] bool session_reused() const noexcept { return SSL_session_reused(ssl_.get()) == 1; }
+  /// The server side's `SSL`, borrowed (no reference added).
   [[nodiscard]] SSL* native_handle() const noexcept { return ssl_.get(); }
   /// CPU time the client spent in `connect()` during the handshake (this thread's CPU clock).
   [[nodiscard]] std::chrono::nanoseconds client_handshake_cpu() const noexcept { return client_cpu_; }
@@ -287,6 +292,10 @@ inline bool lists_tls13(const unsigned char* data, std::size_t size, bool& malfo
 /// stops the recording.
 class LocalServer {
  public:
+  /// Makes a CA and a leaf certificate for `options.host` (`EVP_EC_gen` / `EVP_RSA_gen`,
+  /// `X509_sign`) and a server `SSL_CTX` (`SSL_CTX_new(TLS_server_method())`, owned) set up from
+  /// `options`, with a server-side session cache. Throws `Error` if OpenSSL fails, or
+  /// `Error(errc::invalid_argument)` if `options.host` is not a DNS name.
   explicit LocalServer(ServerOptions options = {})
       : options_(std::move(options)),
         ca_(make_ca(unique_ca_name(), options_.key_type)),
@@ -323,6 +332,7 @@ class LocalServer {
     SSL_CTX_set_client_hello_cb(c, &on_client_hello, this);
     SSL_CTX_sess_set_new_cb(c, &on_new_session);
   }
+  /// Not copyable (nor movable): OpenSSL's callbacks point at this object.
   LocalServer(const LocalServer&) = delete;
   LocalServer& operator=(const LocalServer&) = delete;
   /// Unhooks the callbacks that point at this object (`SSL_CTX_set_client_hello_cb`,
@@ -342,7 +352,9 @@ class LocalServer {
 
   /// The CA that signed the server certificate: what a client must trust.
   [[nodiscard]] X509* ca_certificate() const noexcept { return ca_.cert.get(); }
+  /// The server's `SSL_CTX`, borrowed (no reference added).
   [[nodiscard]] SSL_CTX* native_handle() const noexcept { return ctx_.get(); }
+  /// The options the server was made with (no OpenSSL call).
   [[nodiscard]] const ServerOptions& options() const noexcept { return options_; }
 
   /// What ClientHellos offered for resumption since construction or `clear_offers()`, as seen by

@@ -36,50 +36,21 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-TIMEOUT_S = 30          # any one probe or openssl command
-SERVER_START_S = 10     # s_server until it prints ACCEPT
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # checklib.py sits next to this script
+
+from checklib import Checks, SServer, make_pki, show  # noqa: E402
+import checklib  # noqa: E402
+
+TIMEOUT_S = 30          # any one probe command
 COUNT = 3
 
 
-class Checks:
-    """Collects failures; each check prints one line."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-        self.passed = 0
-        self.skipped: list[str] = []
-
-    def ok(self, condition: bool, what: str, context: str = "") -> bool:
-        if condition:
-            self.passed += 1
-        else:
-            self.failures.append(what + (f"\n{context}" if context else ""))
-            print(f"  FAIL {what}")
-        return condition
-
-    def skip(self, what: str) -> None:
-        self.skipped.append(what)
-        print(f"  SKIP {what}")
-
-
 def run(command: list[str], timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    """Runs `command`; a timeout becomes returncode -999 with the reason on stderr."""
-    try:
-        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                              timeout=timeout, text=True, errors="replace")
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
-        return subprocess.CompletedProcess(command, -999, out, f"timed out after {timeout} s")
-
-
-def show(proc: subprocess.CompletedProcess[str]) -> str:
-    return (f"--- `{shlex.join(proc.args)}` exit {proc.returncode} ---\n--- stdout ---\n{proc.stdout.rstrip()}"
-            f"\n--- stderr ---\n{proc.stderr.rstrip()}\n--- end ---")
+    return checklib.run(command, timeout)
 
 
 def json_lines(proc: subprocess.CompletedProcess[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
@@ -170,80 +141,6 @@ def ipv6_loopback() -> bool:
         return False
 
 
-class SServer:
-    """`openssl s_server` in a child process; stop() always kills it."""
-
-    def __init__(self, openssl: str, pki: dict[str, Path], protocol: str, www: bool, host: str = "127.0.0.1",
-                 family: int = socket.AF_INET) -> None:
-        self.port = free_port(family, host)
-        accept = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        self.address = accept
-        self.command = [openssl, "s_server", "-accept", accept, "-cert", str(pki["cert"]), "-key", str(pki["key"]),
-                        "-" + protocol]
-        if www:
-            self.command.append("-www")
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        # stdin stays an open pipe: s_server without -www reads it, and ends at its EOF.
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace")
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # keeps the pipe from filling up
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("ACCEPT"):
-                self.ready.set()
-
-    def wait_ready(self) -> bool:
-        deadline = time.monotonic() + SERVER_START_S
-        while time.monotonic() < deadline:
-            if self.ready.wait(0.05):
-                return True
-            if self.proc.poll() is not None:
-                return False
-        return False
-
-    def log(self) -> str:
-        return f"--- `{shlex.join(self.command)}` output (last lines) ---\n" + "\n".join(self.lines[-20:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.reader.join(5)
-
-
-def make_pki(openssl: str, directory: Path) -> tuple[dict[str, Path] | None, str]:
-    """A CA and a server certificate for localhost, 127.0.0.1 and ::1, signed by it."""
-    ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
-    key, csr, cert, ext = directory / "server.key", directory / "server.csr", directory / "server.pem", directory / "ext.cnf"
-    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                   "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    steps = [
-        [openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_cert), "-days", "2",
-         "-subj", "/CN=tlsresume-probe test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        [openssl, "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost"],
-        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-set_serial", "2",
-         "-days", "2", "-extfile", str(ext), "-out", str(cert)],
-    ]
-    for step in steps:
-        proc = run(step)
-        if proc.returncode != 0:
-            return None, show(proc)
-    return {"ca": ca_cert, "cert": cert, "key": key}, ""
-
-
 # --- the parts -------------------------------------------------------------------------------
 
 def check_embedded(checks: Checks, probe: str) -> None:
@@ -272,7 +169,7 @@ def check_interop(checks: Checks, probe: str, openssl: str, pki: dict[str, Path]
         for www in (False, True):
             label = f"s_server -{protocol}{' -www' if www else ''}"
             print(f"{label}:")
-            server = SServer(openssl, pki, protocol, www)
+            server = SServer(openssl, pki, protocol, www=www, port=free_port())
             servers[label] = server
             if not checks.ok(server.wait_ready(), f"{label}: did not start", server.log()):
                 continue
@@ -317,7 +214,7 @@ def check_interop(checks: Checks, probe: str, openssl: str, pki: dict[str, Path]
         checks.skip("IPv6: ::1 not usable here")
         return
     print("IPv6:")
-    server6 = SServer(openssl, pki, "tls1_3", False, host="::1", family=socket.AF_INET6)
+    server6 = SServer(openssl, pki, "tls1_3", www=False, host="::1", port=free_port(socket.AF_INET6, "::1"))
     servers["s_server [::1]"] = server6
     if checks.ok(server6.wait_ready(), "s_server on [::1]: did not start", server6.log()):
         rows = check_run(checks, "probe [::1]:PORT",
@@ -449,7 +346,7 @@ def main(argv: list[str]) -> int:
             if openssl is None:
                 checks.skip("interop, verification and persistence: no openssl command")
             else:
-                pki, error = make_pki(openssl, directory)
+                pki, error = make_pki(openssl, directory, "tlsresume-probe test CA")
                 if checks.ok(pki is not None, "could not make the test certificates", error):
                     assert pki is not None
                     check_interop(checks, probe, openssl, pki, servers)

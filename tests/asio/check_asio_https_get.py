@@ -28,46 +28,16 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-TIMEOUT_S = 60
-SERVER_START_S = 10
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # checklib.py is in tests/
+
+from checklib import Checks, SServer, make_pki, run, show  # noqa: E402
+
 REQUESTS = 3
 TEXT_ROW = re.compile(r"^request (\d+): HTTP (\d{3}), resumed (yes|no), handshake (\d+\.\d+) ms "
                       r"\((TLSv1\.[23])(?:; the server saw: (resumed|full handshake))?\)$")
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-        self.passed = 0
-
-    def report(self, before: int, what: str) -> None:
-        """Prints `ok: what` if no check failed since `before` (a count of failures), else `FAIL: what`."""
-        print(f"  {'ok' if len(self.failures) == before else 'FAIL'}: {what}")
-
-    def ok(self, condition: bool, what: str, context: str = "") -> bool:
-        if condition:
-            self.passed += 1
-        else:
-            self.failures.append(what + (f"\n{context}" if context else ""))
-        return condition
-
-
-def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                              timeout=TIMEOUT_S, text=True, errors="replace")
-    except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(command, -9, exc.stdout or "", f"timed out after {TIMEOUT_S} s")
-
-
-def show(proc: subprocess.CompletedProcess[str]) -> str:
-    return (f"--- `{shlex.join(proc.args)}`: exit status {proc.returncode} ---\n"
-            f"stdout:\n{proc.stdout.rstrip()}\nstderr:\n{proc.stderr.rstrip()}\n--- end ---")
 
 
 def check_json(checks: Checks, label: str, proc: subprocess.CompletedProcess[str], protocol: str,
@@ -150,83 +120,14 @@ def check_usage(checks: Checks, exe: str) -> None:
     checks.report(before, "bad options and URLs exit 2, --help exits 0")
 
 
-# --- openssl s_server ----------------------------------------------------------------------------
-
-class SServer:
-    """`openssl s_server -www` on 127.0.0.1, on a port it picks; stop() always ends it."""
-
-    def __init__(self, openssl: str, pki: dict[str, Path], protocol: str) -> None:
-        self.command = [openssl, "s_server", "-accept", "127.0.0.1:0", "-cert", str(pki["cert"]),
-                        "-key", str(pki["key"]), "-" + protocol, "-www"]
-        self.lines: list[str] = []
-        self.port = 0
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace")
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            m = re.match(r"ACCEPT 127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                self.ready.set()
-
-    def wait_ready(self) -> bool:
-        deadline = time.monotonic() + SERVER_START_S
-        while time.monotonic() < deadline:
-            if self.ready.wait(0.05):
-                return True
-            if self.proc.poll() is not None:
-                return False
-        return False
-
-    def log(self) -> str:
-        return f"--- `{shlex.join(self.command)}` (last lines) ---\n" + "\n".join(self.lines[-20:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.reader.join(5)
-
-
-def make_pki(openssl: str, directory: Path) -> dict[str, Path] | str:
-    """A CA, and a certificate for localhost and 127.0.0.1 signed by it; or the failure's text."""
-    ca_key, ca = directory / "ca.key", directory / "ca.pem"
-    key, csr, cert, ext = directory / "server.key", directory / "server.csr", directory / "server.pem", directory / "ext"
-    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                   "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    for step in (
-        [openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
-         "-subj", "/CN=asio_https_get check CA", "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        [openssl, "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost"],
-        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-set_serial", "2",
-         "-days", "2", "-extfile", str(ext), "-out", str(cert)],
-    ):
-        proc = run(step)
-        if proc.returncode != 0:
-            return show(proc)
-    return {"ca": ca, "cert": cert, "key": key}
-
-
 def check_s_server(checks: Checks, exe: str, openssl: str) -> None:
     with tempfile.TemporaryDirectory(prefix="asio_https_get-") as tmp:
-        pki = make_pki(openssl, Path(tmp))
-        if isinstance(pki, str):
-            checks.ok(False, "could not make certificates with the openssl command", pki)
+        pki, error = make_pki(openssl, Path(tmp), "asio_https_get check CA")
+        if pki is None:
+            checks.ok(False, "could not make certificates with the openssl command", error)
             return
         for flag, protocol in (("tls1_3", "TLSv1.3"), ("tls1_2", "TLSv1.2")):
-            server = SServer(openssl, pki, flag)
+            server = SServer(openssl, pki, flag, www=True)
             try:
                 if not checks.ok(server.wait_ready(), f"s_server -{flag} did not start", server.log()):
                     continue
@@ -253,7 +154,7 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit:
         return 2
-    checks = Checks()
+    checks = Checks(echo=False)
     print("embedded server:")
     check_json(checks, "embedded --json", run([args.exe, "--json"]), "TLSv1.3", embedded=True)
     check_json(checks, "embedded --json --tls1.2", run([args.exe, "--json", "--tls1.2"]), "TLSv1.2", embedded=True)

@@ -165,7 +165,7 @@ struct PlainRecord {
 /// can do): the damage must then be found by the record parser.
 void reseal(Bytes& b) {
   REQUIRE(b.size() >= 84);
-  const auto digest = tlsresume::detail::sha256_of(std::span<const std::byte>(b).first(b.size() - 32));
+  const auto digest = tlsresume::detail::sha256(std::span<const std::byte>(b).first(b.size() - 32));
   std::copy(digest.begin(), digest.end(), b.end() - 32);
 }
 
@@ -449,7 +449,7 @@ TEST_CASE("the header holds the documented fields", "[persist][format]") {
       CHECK(r.der(b) + get_be(b, r.der_length(b), 4) == at + 4 + get_be(b, at, 4));
     }
     // The trailer is SHA-256 of everything before it.
-    const auto digest = tlsresume::detail::sha256_of(std::span(b).first(b.size() - 32));
+    const auto digest = tlsresume::detail::sha256(std::span(b).first(b.size() - 32));
     CHECK(std::equal(digest.begin(), digest.end(), b.end() - 32));
   }
   SECTION("with encryption") {
@@ -743,7 +743,7 @@ TEST_CASE("EncryptionKey::from_file reads 32 raw bytes or 64 hex digits, and not
     raw[i] = static_cast<std::byte>(i * 7 + 1);
   }
   const auto expected_id = [&] {
-    const auto h = tlsresume::detail::sha256_of(raw);
+    const auto h = tlsresume::detail::sha256(raw);
     return static_cast<std::uint32_t>(tlsresume::detail::get_be(h.data(), 4));
   }();
   std::string hex;
@@ -1202,7 +1202,7 @@ int version_of(const fs::path& file) {
   if (b.size() < 84 || as_text(std::span(b).first(8)) != "TLSRESUM") {
     return -1;
   }
-  const auto digest = tlsresume::detail::sha256_of(std::span(b).first(b.size() - 32));
+  const auto digest = tlsresume::detail::sha256(std::span(b).first(b.size() - 32));
   if (!std::equal(digest.begin(), digest.end(), b.end() - 32)) {
     return -1;
   }

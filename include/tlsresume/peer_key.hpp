@@ -122,13 +122,28 @@ inline const EVP_MD* sha256_md() {
 }
 
 /// SHA-256 of `data` (`EVP_Digest`).
-inline Sha256 sha256(std::string_view data) {
+inline Sha256 sha256(std::span<const std::byte> data) {
   Sha256 out{};
   unsigned int len = 0;
   if (EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len, sha256_md(),
                  nullptr) != 1 ||
       len != out.size()) {
     throw_openssl_error("EVP_Digest(SHA256)");
+  }
+  return out;
+}
+/// SHA-256 of the bytes of `data` (`EVP_Digest`).
+inline Sha256 sha256(std::string_view data) { return sha256(std::as_bytes(std::span(data))); }
+
+/// HMAC-SHA-256 of `data` under the 32-byte `key` (`EVP_Q_mac`). Throws `Error` if OpenSSL fails.
+inline Sha256 hmac_sha256(std::span<const std::byte, 32> key, std::span<const std::byte> data) {
+  Sha256 out{};
+  std::size_t len = 0;
+  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(),
+                reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+                reinterpret_cast<unsigned char*>(out.data()), out.size(), &len) == nullptr ||
+      len != out.size()) {
+    throw_openssl_error("EVP_Q_mac(HMAC-SHA256)");
   }
   return out;
 }
@@ -698,14 +713,7 @@ using KeyId = std::array<std::byte, 32>;
 /// HMAC-SHA-256(`secret`, `key.encode()`) (`EVP_Q_mac`). Throws `Error` if OpenSSL fails.
 inline KeyId key_id(const KeyIdSecret& secret, const PeerKey& key) {
   const std::string data = key.encode();
-  KeyId out{};
-  std::size_t len = 0;
-  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, secret.bytes.data(), secret.bytes.size(),
-                reinterpret_cast<const unsigned char*>(data.data()), data.size(), reinterpret_cast<unsigned char*>(out.data()), out.size(), &len) == nullptr ||
-      len != out.size()) {
-    throw_openssl_error("EVP_Q_mac(HMAC-SHA256)");
-  }
-  return out;
+  return detail::hmac_sha256(secret.bytes, std::as_bytes(std::span(data)));
 }
 
 namespace detail {

@@ -391,28 +391,6 @@ inline Secret32 hkdf_sha256(std::span<const std::byte, 32> key, std::span<const 
   return out;
 }
 
-/// SHA-256 (`EVP_Digest`) of `data`.
-inline Sha256 sha256_of(std::span<const std::byte> data) {
-  Sha256 out{};
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), uc(out.data()), &len, sha256_md(), nullptr) != 1 || len != out.size()) {
-    throw_openssl_error("EVP_Digest(SHA256)");
-  }
-  return out;
-}
-
-/// HMAC-SHA-256 (`EVP_Q_mac`) of `data` under `key`.
-inline Sha256 hmac_sha256(std::span<const std::byte, 32> key, std::span<const std::byte> data) {
-  Sha256 out{};
-  std::size_t len = 0;
-  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(), uc(data.data()), data.size(),
-                uc(out.data()), out.size(), &len) == nullptr ||
-      len != out.size()) {
-    throw_openssl_error("EVP_Q_mac(HMAC-SHA256)");
-  }
-  return out;
-}
-
 /// The keys of one file, derived from an `EncryptionKey` and the file's salt (or, without a key,
 /// the salt itself as the key-id secret).
 struct FileKeys {
@@ -441,7 +419,7 @@ struct FileKeys {
   }
   /// The trailer over `data` (header and records): SHA-256, or HMAC-SHA-256 under `mac_key`.
   [[nodiscard]] Sha256 trailer(std::span<const std::byte> data) const {
-    return encrypted ? hmac_sha256(mac_key.bytes, data) : sha256_of(data);
+    return encrypted ? hmac_sha256(mac_key.bytes, data) : sha256(data);
   }
 };
 
@@ -521,7 +499,7 @@ class DerivedSecrets {
     return registry;
   }
   void remember(const KeyIdSecret& secret, std::span<const std::byte, 32> salt) {
-    const Sha256 h = sha256_of(secret.bytes);
+    const Sha256 h = sha256(secret.bytes);
     std::array<std::byte, 32> s{};
     std::copy(salt.begin(), salt.end(), s.begin());
     std::lock_guard lock(mutex_);
@@ -535,7 +513,7 @@ class DerivedSecrets {
   }
   /// The salt that made `secret`, if this process derived it.
   std::optional<std::array<std::byte, 32>> salt_of(const KeyIdSecret& secret) const {
-    const Sha256 h = sha256_of(secret.bytes);
+    const Sha256 h = sha256(secret.bytes);
     std::lock_guard lock(mutex_);
     for (const auto& e : entries_) {
       if (e.first == h) {
@@ -1011,7 +989,7 @@ inline std::uint32_t EncryptionKey::identifier() const {
   if (id != 0) {
     return id;
   }
-  const auto h = detail::sha256_of(bytes);
+  const auto h = detail::sha256(bytes);
   return static_cast<std::uint32_t>(detail::get_be(h.data(), 4));
 }
 
@@ -1051,7 +1029,7 @@ inline EncryptionKey EncryptionKey::from_file(const std::filesystem::path& file)
   if (std::all_of(key.bytes.begin(), key.bytes.end(), [](std::byte b) { return b == std::byte{0}; })) {
     fail(0, "the key is all zeros");
   }
-  const auto h = detail::sha256_of(key.bytes);
+  const auto h = detail::sha256(key.bytes);
   key.id = static_cast<std::uint32_t>(detail::get_be(h.data(), 4));
   return key;
 }

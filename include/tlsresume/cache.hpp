@@ -359,6 +359,21 @@ constexpr std::size_t mix_hash(std::size_t h) noexcept {
 
 namespace detail {
 
+/// `CacheSink::file` for a cache whose `put(key, session_type, PutOptions)` stores a bound session:
+/// binds the reference `session` to the context `id` (no up-ref) and puts it, with `original` as
+/// its original full handshake. Never throws (a failed `put` returns false, the session released
+/// and OpenSSL's error queue cleared): it runs inside OpenSSL's new-session callback.
+template <class Cache>
+bool file_by_put(Cache& cache, const PeerKey& key, Handle<SSL_SESSION> session, ContextId id,
+                 std::optional<std::chrono::system_clock::time_point> original) noexcept {
+  try {
+    return cache.put(key, Cache::session_type::adopt({session.release(), id}), PutOptions{original});
+  } catch (...) {
+    ERR_clear_error();
+    return false;
+  }
+}
+
 /// The cache itself, owned through a `std::shared_ptr` by `SessionCache` and (as a `CacheSink`)
 /// by each connection filing into it, so that OpenSSL callbacks never reach a destroyed cache.
 template <class Tag, class Policy> class CacheCore final : public CacheSink {
@@ -405,12 +420,7 @@ template <class Tag, class Policy> class CacheCore final : public CacheSink {
   // CacheSink: called from OpenSSL callbacks; never throw.
   bool file(const PeerKey& key, Handle<SSL_SESSION> session, ContextId id,
             std::optional<time_point> original) noexcept override {
-    try {
-      return put(key, session_type::adopt({session.release(), id}), PutOptions{original});
-    } catch (...) {
-      ERR_clear_error();
-      return false;
-    }
+    return detail::file_by_put(*this, key, std::move(session), id, original);
   }
   bool invalidate(const SSL_SESSION* session, std::size_t key_hash) noexcept override {
     if (session == nullptr) {

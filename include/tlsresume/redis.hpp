@@ -994,12 +994,7 @@ template <class Tag, class Store, class Policy> class FleetCore final : public C
   // CacheSink: called from OpenSSL callbacks; never throw.
   bool file(const PeerKey& key, Handle<SSL_SESSION> session, ContextId id,
             std::optional<time_point> original) noexcept override {
-    try {
-      return put(key, session_type::adopt({session.release(), id}), PutOptions{original});
-    } catch (...) {
-      ERR_clear_error();
-      return false;
-    }
+    return detail::file_by_put(*this, key, std::move(session), id, original);
   }
   bool invalidate(const SSL_SESSION* session, std::size_t key_hash) noexcept override {
     return local_sink_->invalidate(session, key_hash);

@@ -258,19 +258,7 @@ KeySet make_keys(const Ctx& ctx, std::size_t peers) {
 Session real_session(Ctx& ctx, tlsresume::ProtocolVersion max_version) {
   tlsresume::testing::ServerOptions options;
   options.max_version = max_version;
-  tlsresume::testing::LocalServer server(options);
-  ctx.add_trusted_certificate(server.ca_certificate());
-  tlsresume::Client<Ctx> client(ctx);
-  client.set_server_name("localhost");
-  auto conn = server.handshake(client);
-  (void)client.await_tickets(0ms, 1);
-  client.shutdown();
-  conn.shutdown();
-  auto s = ctx.take_recent_session("localhost");
-  if (!s) {
-    throw std::runtime_error("no session received from the local server");
-  }
-  return std::move(*s);
+  return bench::received_session(ctx, options);
 }
 
 Session dup(const Ctx& ctx, const Session& s) {

@@ -23,7 +23,34 @@
 #include <string_view>
 #include <vector>
 
+#include <tlsresume/testing.hpp>
+#include <tlsresume/tlsresume.hpp>
+
 namespace bench {
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+/// A session `ctx` received over a real handshake with a local server made with `options`
+/// (its CA becomes trusted by `ctx`): the newest one, a TLS 1.3 ticket when the server offers TLS
+/// 1.3. Throws `std::runtime_error` if none arrived or its version is not `want` (when given).
+template <class Ctx>
+typename Ctx::session_type received_session(Ctx& ctx, const tlsresume::testing::ServerOptions& options,
+                                            tlsresume::ProtocolVersion want = tlsresume::ProtocolVersion::unknown) {
+  tlsresume::testing::LocalServer server(options);
+  ctx.add_trusted_certificate(server.ca_certificate());
+  tlsresume::Client<Ctx> client(ctx);
+  client.set_server_name("localhost");
+  auto conn = server.handshake(client);
+  (void)client.await_tickets(std::chrono::milliseconds(0), 1);
+  client.shutdown();
+  conn.shutdown();
+  auto s = ctx.take_recent_session("localhost");
+  if (!s || (want != tlsresume::ProtocolVersion::unknown && s->protocol_version() != want)) {
+    throw std::runtime_error("no session of the expected version received from the local server");
+  }
+  return std::move(*s);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Clocks

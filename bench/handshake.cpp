@@ -36,6 +36,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -508,6 +509,25 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
+/// The items of `all` named in the comma-separated `list` (by `name_of`), or `fallback` when the
+/// list is empty; throws `std::runtime_error(error + name)` for a name that is not one of them.
+template <class T, std::size_t N, class Name>
+std::vector<T> pick(const std::string& list, const std::array<T, N>& all, Name name_of, const char* error,
+                    std::vector<T> fallback) {
+  if (list.empty()) {
+    return fallback;
+  }
+  std::vector<T> out;
+  for (const std::string& s : split(list)) {
+    const auto it = std::find_if(all.begin(), all.end(), [&](T item) { return s == name_of(item); });
+    if (it == all.end()) {
+      throw std::runtime_error(error + s);
+    }
+    out.push_back(*it);
+  }
+  return out;
+}
+
 BatchResult run_batch(Group& g, Variant v, std::size_t n) {
   BatchResult r;
   tlsresume_bench_measured(&g, static_cast<int>(v), n, &r);
@@ -730,36 +750,8 @@ int main(int argc, char** argv) try {
   const bool list = args.flag("list");
   const long long callgrind = args.number("callgrind", 0);
   const std::string one_case = args.value("case");
-  if (const std::string ps = args.value("protocol"); !ps.empty()) {
-    o.protos.clear();
-    for (const std::string& s : split(ps)) {
-      bool found = false;
-      for (Proto p : kProtos) {
-        if (s == proto_id(p)) {
-          o.protos.push_back(p);
-          found = true;
-        }
-      }
-      if (!found) {
-        throw std::runtime_error("--protocol: expected tls13, tls12-ticket or tls12-id, not " + s);
-      }
-    }
-  }
-  if (const std::string ks = args.value("key"); !ks.empty()) {
-    o.keys.clear();
-    for (const std::string& s : split(ks)) {
-      bool found = false;
-      for (KeyType k : kKeys) {
-        if (s == key_id(k)) {
-          o.keys.push_back(k);
-          found = true;
-        }
-      }
-      if (!found) {
-        throw std::runtime_error("--key: expected ecdsa or rsa, not " + s);
-      }
-    }
-  }
+  o.protos = pick(args.value("protocol"), kProtos, proto_id, "--protocol: expected tls13, tls12-ticket or tls12-id, not ", o.protos);
+  o.keys = pick(args.value("key"), kKeys, key_id, "--key: expected ecdsa or rsa, not ", o.keys);
   args.finish();
   if (list) {
     for (Proto p : kProtos) {

@@ -64,22 +64,11 @@ std::int64_t allocated() {
   return static_cast<std::int64_t>(mi.uordblks + mi.hblkhd);
 }
 
+/// A TLS 1.3 ticket received from a local server whose certificate has a `key` key.
 Session real_ticket(Ctx& ctx, KeyType key) {
   tlsresume::testing::ServerOptions options;
   options.key_type = key;
-  tlsresume::testing::LocalServer server(options);
-  ctx.add_trusted_certificate(server.ca_certificate());
-  tlsresume::Client<Ctx> client(ctx);
-  client.set_server_name("localhost");
-  auto conn = server.handshake(client);
-  (void)client.await_tickets(0ms, 1);
-  client.shutdown();
-  conn.shutdown();
-  auto s = ctx.take_recent_session("localhost");
-  if (!s || s->protocol_version() != tlsresume::ProtocolVersion::tls1_3) {
-    throw std::runtime_error("no TLS 1.3 ticket from the local server");
-  }
-  return std::move(*s);
+  return bench::received_session(ctx, options, tlsresume::ProtocolVersion::tls1_3);
 }
 
 /// The baseline design holding sessions: what it allocates per entry.

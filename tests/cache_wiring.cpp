@@ -481,12 +481,8 @@ TEST_CASE("lesson: client certificate", "[lesson]") {
   auto client_ca = tlsresume::testing::make_ca("client CA for the lesson");
   auto alice = tlsresume::testing::make_leaf(client_ca, "alice");
   auto bob = tlsresume::testing::make_leaf(client_ca, "bob");
-  auto options = test::server_options(Mode::tls13);
-  options.request_client_certificate = true;
-  options.client_ca = &client_ca;
-  LocalServer server(options);
-  auto ctx = test::client_context_for(server);
-  ctx.use_client_certificate(alice.cert.get(), alice.key.get());
+  LocalServer server(test::requesting_client_certificate(client_ca));
+  auto ctx = test::client_context_for(server, alice);
   Cache cache;
   require_full(connect_with(ctx, cache, server, ctx.key_for("localhost", 443)));
   SECTION("another client certificate does not resume (curl CVE-2016-5419)") {

@@ -213,14 +213,10 @@ TEST_CASE("a server that requests a client certificate resumes, both sides confi
   CAPTURE(to_string(mode));
   const auto client_ca = tlsresume::testing::make_ca("client CA");
   const auto leaf = tlsresume::testing::make_leaf(client_ca, "client");
-  auto options = server_options(mode);
-  options.request_client_certificate = true;
-  options.client_ca = &client_ca;
-  LocalServer server(options);
+  LocalServer server(test::requesting_client_certificate(client_ca, mode));
 
   SECTION("with a certificate: full, then resumed with the same peer certificate") {
-    auto ctx = test::client_context_for(server);
-    ctx.use_client_certificate(leaf.cert.get(), leaf.key.get());
+    auto ctx = test::client_context_for(server, leaf);
     for (int n = 0; n < 2; ++n) {
       CAPTURE(n);
       auto s = ctx.take_recent_session();

@@ -578,12 +578,8 @@ TEST_CASE("sessions of a configuration with a client certificate are skipped unl
   TempDir dir;
   auto client_ca = tlsresume::testing::make_ca("client CA for persistence");
   auto alice = tlsresume::testing::make_leaf(client_ca, "alice");
-  auto options = test::server_options(Mode::tls13);
-  options.request_client_certificate = true;
-  options.client_ca = &client_ca;
-  LocalServer server(options);
-  auto ctx = test::client_context_for(server);
-  ctx.use_client_certificate(alice.cert.get(), alice.key.get());
+  LocalServer server(test::requesting_client_certificate(client_ca));
+  auto ctx = test::client_context_for(server, alice);
   const PeerKey key = ctx.key_for("localhost", 443);
   REQUIRE(key.config().has_client_identity());
   SessionCache<TagA> cache;
@@ -879,6 +875,13 @@ TEST_CASE("bad files are refused and leave the cache unchanged", "[persist][bad-
   REQUIRE(cache.stats().pending == 4);
   auto load = [&](const LoadOptions& o = {}) { return [&, o] { tlsresume::load_sessions(cache, w.ctx, bad, o); }; };
   auto write = [&](const Bytes& b) { write_bytes(bad, b); };
+  // The good file with the `width`-byte big-endian field at `at` set to `value`, loaded.
+  auto load_patched = [&](std::size_t at, std::uint64_t value, std::size_t width, std::string_view reason) {
+    Bytes b = bytes;
+    set_be(b, at, value, width);
+    write(b);
+    return require_bad_file(cache, bad, reason, load());
+  };
 
   SECTION("empty") {
     write({});
@@ -893,16 +896,10 @@ TEST_CASE("bad files are refused and leave the cache unchanged", "[persist][bad-
     CHECK(require_bad_file(cache, bad, "bad magic", load()).offset() == 0);
   }
   SECTION("another version") {
-    Bytes b = bytes;
-    set_be(b, 8, 2, 2);
-    write(b);
-    CHECK(require_bad_file(cache, bad, "unsupported format version 2", load()).offset() == 8);
+    CHECK(load_patched(8, 2, 2, "unsupported format version 2").offset() == 8);
   }
   SECTION("unknown flags") {
-    Bytes b = bytes;
-    set_be(b, 10, 0x8000, 2);
-    write(b);
-    CHECK(require_bad_file(cache, bad, "unknown flags", load()).offset() == 10);
+    CHECK(load_patched(10, 0x8000, 2, "unknown flags").offset() == 10);
   }
   SECTION("truncated, at every kind of place") {
     for (std::size_t size : {std::size_t{5}, std::size_t{30}, std::size_t{52}, std::size_t{60}, records[1] + 3,
@@ -948,22 +945,13 @@ TEST_CASE("bad files are refused and leave the cache unchanged", "[persist][bad-
     CHECK(require_bad_file(cache, bad, "4 records, more than the limit of 3", load(o)).offset() == 48);
   }
   SECTION("a record count that cannot fit") {
-    Bytes b = bytes;
-    set_be(b, 48, 100000, 4);
-    write(b);
-    CHECK(require_bad_file(cache, bad, "cannot fit", load()).offset() == 48);
+    CHECK(load_patched(48, 100000, 4, "cannot fit").offset() == 48);
   }
   SECTION("a record length pointing past the end") {
-    Bytes b = bytes;
-    set_be(b, records[2], 0xfffffff0, 4);
-    write(b);
-    CHECK(require_bad_file(cache, bad, "runs past the end", load()).offset() == records[2]);
+    CHECK(load_patched(records[2], 0xfffffff0, 4, "runs past the end").offset() == records[2]);
   }
   SECTION("a record length below the minimum") {
-    Bytes b = bytes;
-    set_be(b, records[0], 3, 4);
-    write(b);
-    CHECK(require_bad_file(cache, bad, "less than the minimum", load()).offset() == records[0]);
+    CHECK(load_patched(records[0], 3, 4, "less than the minimum").offset() == records[0]);
   }
   SECTION("a hostile DER (d2i_SSL_SESSION fails), trailer recomputed") {
     Bytes b = bytes;

@@ -181,6 +181,24 @@ inline tlsresume::testing::ServerOptions named(std::string host, Mode mode = Mod
   return options;
 }
 
+/// `server_options(mode)` for a server that requires and verifies a client certificate issued by
+/// `client_ca` (kept by pointer: it must outlive the server).
+inline tlsresume::testing::ServerOptions requesting_client_certificate(const tlsresume::testing::Certificate& client_ca,
+                                                                       Mode mode = Mode::tls13) {
+  auto options = server_options(mode);
+  options.request_client_certificate = true;
+  options.client_ca = &client_ca;
+  return options;
+}
+
+/// A client context that trusts `server`'s CA and presents `leaf` as its client certificate.
+template <class Ctx = CtxA>
+Ctx client_context_for(const tlsresume::testing::LocalServer& server, const tlsresume::testing::Certificate& leaf) {
+  auto ctx = client_context_for<Ctx>(server);
+  ctx.use_client_certificate(leaf.cert.get(), leaf.key.get());
+  return ctx;
+}
+
 }  // namespace test
 
 /// Every error path must leave OpenSSL's error queue empty.

@@ -33,8 +33,8 @@ def pages(root: Path) -> list[Path]:
     return out
 
 
-def prose_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, text) of every line outside fenced code, with code spans blanked."""
+def unfenced_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every line outside fenced code blocks, fence lines excluded."""
     out = []
     fence = None
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -46,25 +46,20 @@ def prose_lines(path: Path) -> list[tuple[int, str]]:
             if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
                 fence = None
             continue
-        out.append((n, re.sub(r"(`+).+?\1", "", line)))
+        out.append((n, line))
     return out
+
+
+def prose_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every line outside fenced code, with code spans blanked."""
+    return [(n, re.sub(r"(`+).+?\1", "", line)) for n, line in unfenced_lines(path)]
 
 
 def heading_anchors(path: Path) -> set[str]:
     """Anchors of every heading, code spans included in the text."""
-    text = path.read_text(encoding="utf-8").splitlines()
     seen: dict[str, int] = {}
     out = set()
-    fence = None
-    for line in text:
-        m = FENCE.match(line)
-        if fence is None and m:
-            fence = m.group(1)
-            continue
-        if fence is not None:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
-                fence = None
-            continue
+    for _, line in unfenced_lines(path):
         h = re.match(r"\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not h:
             continue

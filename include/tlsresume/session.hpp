@@ -10,6 +10,17 @@
 // The backend is chosen by the native pointer type through `detail::session_backend<T>`; OpenSSL
 // (`SSL_SESSION`) is the one provided.
 
+#if defined(__SANITIZE_THREAD__)
+#define TLSRESUME_DETAIL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TLSRESUME_DETAIL_TSAN 1
+#endif
+#endif
+#if defined(TLSRESUME_DETAIL_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #include <openssl/ssl.h>
 
 #include <chrono>
@@ -102,21 +113,40 @@ struct SessionInfo {
   std::size_t key_hash = 0;           // PeerKey::hash() it was filed under (if `sink` was set)
 };
 
+// OpenSSL orders a session's last SSL_SESSION_free after every other holder's release with an
+// atomic reference count inside libcrypto, which ThreadSanitizer does not see (libcrypto is not
+// instrumented). So a thread that read our SessionInfo while OpenSSL duplicated the session, and
+// another that dropped the last reference later, look unordered to it. These two calls tell it
+// the order OpenSSL guarantees; without ThreadSanitizer they are nothing.
+inline void tsan_release([[maybe_unused]] const void* sync) noexcept {
+#if defined(TLSRESUME_DETAIL_TSAN)
+  __tsan_release(const_cast<void*>(sync));
+#endif
+}
+inline void tsan_acquire([[maybe_unused]] const void* sync) noexcept {
+#if defined(TLSRESUME_DETAIL_TSAN)
+  __tsan_acquire(const_cast<void*>(sync));
+#endif
+}
+
 inline int session_info_index() {
   static const int index = [] {
-    CRYPTO_EX_dup* dup = [](CRYPTO_EX_DATA*, const CRYPTO_EX_DATA*, void** from_d, int, long, void*) -> int {
+    // `from` and `ad` are the session's own CRYPTO_EX_DATA: the address both calls synchronise on.
+    CRYPTO_EX_dup* dup = [](CRYPTO_EX_DATA*, const CRYPTO_EX_DATA* from, void** from_d, int, long, void*) -> int {
       if (*from_d == nullptr) {
         return 1;
       }
       try {
         *from_d = new SessionInfo(*static_cast<SessionInfo*>(*from_d));
+        tsan_release(from);
         return 1;
       } catch (...) {
         *from_d = nullptr;
         return 0;
       }
     };
-    CRYPTO_EX_free* free = [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+    CRYPTO_EX_free* free = [](void*, void* ptr, CRYPTO_EX_DATA* ad, int, long, void*) {
+      tsan_acquire(ad);
       delete static_cast<SessionInfo*>(ptr);
     };
     return CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, nullptr, nullptr, dup, free);

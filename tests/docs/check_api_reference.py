@@ -13,7 +13,8 @@ every namespace whose name starts with `detail` and everything private:
     aliases, nested types; friend functions;
   - the enumerators of those enums;
   - macros: `#define TLSRESUME_...` and the `TLSRESUME_...` macros a header tests with
-    `#if defined(...)` / `#ifdef` (macros the user defines);
+    `#if defined(...)` / `#ifdef` (macros the user defines), except `TLSRESUME_DETAIL_...`
+    (internal, like namespace `detail`);
   - specialisations of other libraries' templates for our types (`fmt::formatter<...>`,
     `std::hash<...>`, `std::is_error_code_enum<...>`);
   - for the umbrella header tlsresume.hpp: each header it includes, which the page must link to
@@ -117,7 +118,8 @@ def macros(raw: str) -> list[Symbol]:
     for m in TESTED_MACRO.finditer(raw):
         for name in re.findall(r"\bTLSRESUME_\w+", m.group("rest")):
             found.append(name)
-    return [Symbol("macro", name) for name in dict.fromkeys(found)]
+    public = [name for name in found if not name.startswith("TLSRESUME_DETAIL_")]
+    return [Symbol("macro", name) for name in dict.fromkeys(public)]
 
 
 def tokens(code: str) -> list[str]:

@@ -314,7 +314,10 @@ template <class Tag> class Context {
 
   /// Creates a new client context with `SSL_CTX_new(TLS_client_method())`: TLS 1.2 at least,
   /// peer verification on (`SSL_VERIFY_PEER`) with the system trust store
-  /// (`SSL_CTX_set_default_verify_paths`), client session caching through tlsresume.
+  /// (`SSL_CTX_set_default_verify_paths`), client session caching through tlsresume. Like every
+  /// way of making a `Context` (`adopt`, `share`), it fills the extension caches of the trusted
+  /// certificates now (`X509_check_purpose(cert, -1, 0)`): OpenSSL 3.0 fills them on first use,
+  /// and two threads verifying against the same root for the first time race on it.
   [[nodiscard]] static Context create() {
     auto ctx = detail::Handle<SSL_CTX>::adopt(SSL_CTX_new(TLS_client_method()));
     if (!ctx) {
@@ -361,17 +364,22 @@ template <class Tag> class Context {
     configuration_changed();
   }
   /// Trusts `cert` (`X509_STORE_add_cert`, which takes its own reference; the caller keeps theirs).
+  /// Fills `cert`'s extension cache now (`X509_check_purpose(cert, -1, 0)`), so that handshakes
+  /// on several threads only read it (OpenSSL 3.0 fills it on first use, racing).
   void add_trusted_certificate(X509* cert) {
     if (cert == nullptr || X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx_.get()), cert) != 1) {
       throw_openssl_error("X509_STORE_add_cert");
     }
+    detail::fill_extension_cache(cert);
     configuration_changed();
   }
-  /// Trusts the PEM certificates of `path` (`SSL_CTX_load_verify_file`).
+  /// Trusts the PEM certificates of `path` (`SSL_CTX_load_verify_file`), and fills their
+  /// extension caches now, as `add_trusted_certificate` does.
   void load_verify_file(const std::string& path) {
     if (SSL_CTX_load_verify_file(ctx_.get(), path.c_str()) != 1) {
       throw_openssl_error("SSL_CTX_load_verify_file(" + path + ")");
     }
+    detail::fill_extension_caches(SSL_CTX_get_cert_store(ctx_.get()));
     configuration_changed();
   }
   /// Presents `cert` with `key` as the client certificate (`SSL_CTX_use_certificate`,
@@ -455,8 +463,10 @@ template <class Tag> class Context {
   }
   /// Recomputes the fingerprint now: call after any change made through `native_handle()`
   /// (trust store, verify settings, client certificate, options, ciphers). Sessions filed under
-  /// the old fingerprint stay in the cache but are no longer found by new keys.
+  /// the old fingerprint stay in the cache but are no longer found by new keys. Also fills the
+  /// extension caches of the trusted certificates, as `add_trusted_certificate` does.
   void refresh_fingerprint() {
+    detail::fill_extension_caches(SSL_CTX_get_cert_store(ctx_.get()));
     configuration_changed();
     (void)fingerprint();
   }
@@ -588,6 +598,8 @@ template <class Tag> class Context {
       throw_error(errc::invalid_argument, "Context", "null SSL_CTX");
     }
     state_ = detail::attach_context_state<Tag>(ctx_.get());
+    // ~1.7 ms for the 144 certificates of Debian's system store; handshakes then only read them.
+    detail::fill_extension_caches(SSL_CTX_get_cert_store(ctx_.get()));
   }
 
   detail::Handle<SSL_CTX> ctx_;

@@ -37,6 +37,7 @@
 #include <openssl/tls1.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #if defined(_WIN32)
 #include <ws2tcpip.h>
@@ -184,6 +185,30 @@ class StoreLock {
  private:
   X509_STORE* store_;
 };
+
+/// Fills `cert`'s extension cache now (`X509_check_purpose(cert, -1, 0)`). OpenSSL 3.0 fills
+/// it lazily on a certificate's first use in a verification, and two threads verifying against
+/// the same trust anchor for the first time race on it (one may free the key identifier the
+/// other is comparing; ThreadSanitizer reports it). Filled while the context is configured,
+/// later verifications only read it. A malformed extension leaves nothing in the error queue
+/// here: verification reports it.
+inline void fill_extension_cache(X509* cert) {
+  ERR_set_mark();
+  (void)X509_check_purpose(cert, -1, 0);
+  ERR_pop_to_mark();
+}
+
+/// `fill_extension_cache` for every certificate in `store` (under `X509_STORE_lock`).
+inline void fill_extension_caches(X509_STORE* store) {
+  StoreLock lock(store);
+  STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
+  const int n = objects != nullptr ? sk_X509_OBJECT_num(objects) : 0;
+  for (int i = 0; i < n; ++i) {
+    if (X509* cert = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i))) {
+      fill_extension_cache(cert);
+    }
+  }
+}
 
 /// The sorted, de-duplicated DER SHA-256 of every certificate and of every CRL in `store`.
 /// The objects are up-ref'd under `X509_STORE_lock` and hashed after it is released, so

@@ -101,6 +101,7 @@ inline Certificate make_certificate(std::string_view common_name, KeyType type, 
   if (X509_sign(x, signing_key, EVP_sha256()) <= 0) {
     throw_openssl_error("X509_sign");
   }
+  detail::fill_extension_cache(x);  // before any thread shares it
   return out;
 }
 }  // namespace detail_testing
